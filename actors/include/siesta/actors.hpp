@@ -1,0 +1,4 @@
+// Public header of siesta::actors: the CAF actors that run a colocated RL step.
+#pragma once
+
+#include "siesta/actors/selftest.hpp"

@@ -1,0 +1,5 @@
+// Public header of siesta::allocator: tagged sleep-capable memory pools.
+#pragma once
+
+#include "siesta/allocator/error.hpp"
+#include "siesta/allocator/tag.hpp"

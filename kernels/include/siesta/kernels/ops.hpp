@@ -1,0 +1,203 @@
+// The table of operations a transformer needs, with one CPU reference (fp32, OpenBLAS) and one
+// CUDA implementation (bf16 storage, fp32 accumulation, cuBLAS) behind the same declaration.
+//
+// Conventions, for every op:
+// - Matrices are row-major. A linear layer's weight is stored as HF does, [out, in], so
+//   y[n, out] = x[n, in] · W^T.
+// - "act" pointers hold the backend's activation dtype (act_dtype(): F32 on CPU, BF16 on CUDA).
+//   Weights of the inference/compute copy are in act dtype as well.
+// - Pointers named *_f32 always hold fp32 (norm statistics, log-probs, gradients of parameters,
+//   AdamW state), whatever the backend.
+// - Ops never allocate device memory visible to the caller; callers pass buffers from allocator
+//   pools. All work is enqueued on the backend's stream; synchronize() waits for it.
+// - Gradient outputs named "accumulate" add into the destination (+=); others overwrite.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "siesta/kernels/tensor.hpp"
+
+namespace siesta::kernels {
+
+enum class Backend : uint8_t { Cpu, Cuda };
+
+struct GemmArgs {
+  bool trans_a = false;   // A is [k, m] in memory when true, else [m, k]
+  bool trans_b = false;   // B is [n, k] in memory when true, else [k, n]
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1.f;
+  const void* a = nullptr; int64_t lda = 0;   // act dtype
+  const void* b = nullptr; int64_t ldb = 0;   // act dtype
+  float beta = 0.f;
+  void* c = nullptr; int64_t ldc = 0;
+  DType c_dtype = DType::F32;                 // act dtype, or F32 (fp32 gradient accumulation)
+};
+
+// Grouped-query attention shapes. Q rows are [tokens, n_heads * head_dim], K/V rows are
+// [tokens, n_kv_heads * head_dim]; head h reads kv head h / (n_heads / n_kv_heads).
+struct AttnShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 0.f;      // usually 1/sqrt(head_dim)
+};
+
+// Paged KV cache (vLLM layout, one layer): k and v are [num_blocks, block_size, n_kv_heads,
+// head_dim] in act dtype. Token i of a sequence lives in block block_table[i / block_size],
+// slot i % block_size.
+struct PagedKv {
+  void* k = nullptr;
+  void* v = nullptr;
+  int num_blocks = 0;
+  int block_size = 0;
+};
+
+// A batch for the paged forward: sequence s contributes q_len[s] = q_start[s+1] - q_start[s]
+// new tokens (a whole prompt when prefilling, 1 when decoding) whose positions are
+// context_len[s] - q_len[s] .. context_len[s] - 1. All int32 arrays live on the backend's device.
+struct PagedBatch {
+  int num_seqs = 0;
+  int num_tokens = 0;              // == q_start[num_seqs]
+  const int32_t* q_start = nullptr;       // [num_seqs + 1]
+  const int32_t* context_len = nullptr;   // [num_seqs], including the new tokens
+  const int32_t* block_table = nullptr;   // [num_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  const int32_t* slot_mapping = nullptr;  // [num_tokens]: block * block_size + slot to write
+  const int32_t* positions = nullptr;     // [num_tokens]
+  int max_q_len = 0;                      // host-side bounds, for launch configuration
+  int max_context_len = 0;
+};
+
+// Per-row sampling controls. temperature 0 means greedy (argmax); top_k 0 and top_p 1 disable.
+struct SamplingRow {
+  float temperature = 0.f;
+  int32_t top_k = 0;
+  float top_p = 1.f;
+  uint64_t seed = 0;       // with step, makes the draw reproducible per request
+  uint64_t step = 0;
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual Backend backend() const = 0;
+  virtual Device device() const = 0;
+  virtual DType act_dtype() const = 0;
+  virtual void synchronize() = 0;
+
+  // ---- memory movement -------------------------------------------------------------------
+  // Copies between host memory and this backend's memory (a plain memcpy on CPU).
+  virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
+  // n elements, dtypes among F32/BF16/F16, both buffers on this backend.
+  virtual void convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) = 0;
+
+  // ---- linear algebra -------------------------------------------------------------------
+  virtual void gemm(const GemmArgs& g) = 0;
+  // x[n, d] += bias[d]
+  virtual void add_bias(void* x, const void* bias, int64_t n, int64_t d) = 0;
+  // dbias_f32[d] += sum_rows dy[n, d]   (accumulate)
+  virtual void bias_backward(float* dbias_f32, const void* dy, int64_t n, int64_t d) = 0;
+  // x[i] += y[i]  (act dtype)
+  virtual void add_inplace(void* x, const void* y, int64_t n) = 0;
+
+  // ---- embedding ------------------------------------------------------------------------
+  // out[i, :] = table[tokens[i], :]
+  virtual void embedding_forward(void* out, const void* table, const int32_t* tokens, int64_t n,
+                                 int64_t d) = 0;
+  // dtable_f32[tokens[i], :] += dout[i, :]   (accumulate)
+  virtual void embedding_backward(float* dtable_f32, const void* dout, const int32_t* tokens,
+                                  int64_t n, int64_t d) = 0;
+
+  // ---- RMSNorm --------------------------------------------------------------------------
+  // out = x / rms(x) * w; rstd_f32[i] = 1 / sqrt(mean(x_i^2) + eps) (kept for backward; may be
+  // null at inference).
+  virtual void rmsnorm_forward(void* out, float* rstd_f32, const void* x, const void* w,
+                               int64_t n, int64_t d, float eps) = 0;
+  // dx += d(out)/dx · dout (accumulate: dx is the residual stream's gradient);
+  // dw_f32 += d(out)/dw · dout (accumulate).
+  virtual void rmsnorm_backward(void* dx, float* dw_f32, const void* dout, const void* x,
+                                const void* w, const float* rstd_f32, int64_t n, int64_t d) = 0;
+
+  // ---- rotary embeddings ----------------------------------------------------------------
+  // Rotates, in place, x[n_tokens, n_heads, head_dim] by the angle of positions[i] using the
+  // half-split (NeoX/HF Llama) pairing (j, j + head_dim/2). cos_sin_f32 is [max_pos, head_dim]:
+  // the first head_dim/2 floats of a row are cos, the rest sin. inverse rotates by -angle
+  // (the backward pass).
+  virtual void rope(void* x, const int32_t* positions, int64_t n_tokens, int n_heads,
+                    int head_dim, const float* cos_sin_f32, bool inverse) = 0;
+
+  // ---- SwiGLU ---------------------------------------------------------------------------
+  // h = silu(gate) * up, all [n]
+  virtual void swiglu_forward(void* h, const void* gate, const void* up, int64_t n) = 0;
+  // dgate, dup overwrite.
+  virtual void swiglu_backward(void* dgate, void* dup, const void* dh, const void* gate,
+                               const void* up, int64_t n) = 0;
+
+  // ---- attention (training: contiguous, causal) -----------------------------------------
+  // q [batch, seq, n_heads*hd], k/v [batch, seq, n_kv_heads*hd], out like q;
+  // lse_f32 [batch, n_heads, seq] is the log-sum-exp of each softmax row (kept for backward).
+  virtual void attention_forward(void* out, float* lse_f32, const void* q, const void* k,
+                                 const void* v, int batch, int seq, const AttnShape& s) = 0;
+  // dq, dk, dv overwrite.
+  virtual void attention_backward(void* dq, void* dk, void* dv, const void* dout,
+                                  const void* q, const void* k, const void* v, const void* out,
+                                  const float* lse_f32, int batch, int seq,
+                                  const AttnShape& s) = 0;
+
+  // ---- attention (inference: paged KV cache) --------------------------------------------
+  // Writes k/v [num_tokens, n_kv_heads*hd] into the cache at b.slot_mapping.
+  virtual void kv_cache_write(const PagedKv& cache, const void* k, const void* v,
+                              const PagedBatch& b, const AttnShape& s) = 0;
+  // out [num_tokens, n_heads*hd]: each new token attends to its sequence's cached tokens at
+  // positions <= its own.
+  virtual void paged_attention(void* out, const void* q, const PagedKv& cache,
+                               const PagedBatch& b, const AttnShape& s) = 0;
+
+  // ---- log-probabilities (GRPO/SFT head) ------------------------------------------------
+  // For each row i of logits [n, vocab]: logprob_f32[i] = log softmax(logits_i)[targets[i]],
+  // entropy_f32[i] = -sum p log p (entropy may be null).
+  virtual void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
+                              const int32_t* targets, int64_t n, int64_t vocab) = 0;
+  // dlogits[i, :] = dlogprob_f32[i] * (onehot(targets[i]) - softmax(logits_i))  (overwrite)
+  virtual void token_logprobs_backward(void* dlogits, const void* logits,
+                                       const int32_t* targets, const float* dlogprob_f32,
+                                       int64_t n, int64_t vocab) = 0;
+
+  // ---- sampling -------------------------------------------------------------------------
+  // For each row i of logits [n, vocab] draws a token per rows[i] (host array), writing
+  // tokens[i] and the log-prob of that token under the unmodified distribution
+  // (temperature 1, no truncation), as vLLM reports it. tokens/logprob_f32 are host pointers.
+  virtual void sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits,
+                      int64_t n, int64_t vocab, const SamplingRow* rows_host) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------------
+  // Sum of squares of x_f32[n], added into *out_f32 (a device pointer on this backend).
+  virtual void sum_squares(float* out_f32, const float* x_f32, int64_t n) = 0;
+  // x_f32[i] *= s
+  virtual void scale(float* x_f32, int64_t n, float s) = 0;
+  struct AdamW {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step;   // 1-based, for bias correction
+  };
+  // Decoupled weight decay: p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p)
+  virtual void adamw_step(float* param_f32, const float* grad_f32, float* m_f32, float* v_f32,
+                          int64_t n, const AdamW& h) = 0;
+};
+
+// fp32 reference backend (OpenBLAS for matrix products). threads 0 = OpenBLAS default.
+std::unique_ptr<Ops> make_cpu_ops();
+// bf16 CUDA backend on device `device`, its own stream and cuBLAS handle. Throws KernelError
+// when CUDA is not compiled in or the device is unusable.
+std::unique_ptr<Ops> make_cuda_ops(int device);
+std::unique_ptr<Ops> make_ops(Device device);
+
+// Precomputes the [max_pos, head_dim] cos/sin table on the host (rope_theta and linear /
+// llama3 / yarn-free scaling factor), as HF's LlamaRotaryEmbedding does.
+std::vector<float> rope_cos_sin_table(int max_pos, int head_dim, double theta,
+                                      double linear_scaling = 1.0);
+
+}  // namespace siesta::kernels
