@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Bundles the built binaries, the shared libraries the GPU machine lacks (CAF, yaml-cpp, ...),
 # configs and a runner script into .device/ (git-ignored), for the device tool's `carry`.
-#   scripts/bundle-device.sh [BUILD_DIR]    then on the device:  cd .device && ./run.sh ...
+#   [SIESTA_BUNDLE_DIR=.device-x] scripts/bundle-device.sh [BUILD_DIR]; on the device: cd .device && ./run.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-${SIESTA_BUILD_DIR:-build}}
-OUT=.device
-grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+OUT=${SIESTA_BUNDLE_DIR:-.device}
+grep -qx '/.device*/' .git/info/exclude 2>/dev/null || echo '/.device*/' >> .git/info/exclude
 rm -rf "$OUT" && mkdir -p "$OUT/lib"
 
 bins=("$BUILD_DIR"/bin/siesta "$BUILD_DIR"/bin/bench_* "$BUILD_DIR"/bin/example_*)
