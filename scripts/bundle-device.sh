@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-${SIESTA_BUILD_DIR:-build}}
 OUT=${SIESTA_BUNDLE_DIR:-.device}
-grep -qx '/.device*/' .git/info/exclude 2>/dev/null || echo '/.device*/' >> .git/info/exclude
+exclude="$(git rev-parse --git-dir)/info/exclude"; mkdir -p "$(dirname "$exclude")"
+grep -qxF '/.device*/' "$exclude" 2>/dev/null || echo '/.device*/' >> "$exclude"
 rm -rf "$OUT" && mkdir -p "$OUT/lib"
 
 bins=("$BUILD_DIR"/bin/siesta "$BUILD_DIR"/bin/bench_* "$BUILD_DIR"/bin/example_*)
