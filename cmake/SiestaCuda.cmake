@@ -5,8 +5,13 @@ if(SIESTA_CUDA STREQUAL "ON" OR SIESTA_CUDA STREQUAL "AUTO")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     enable_language(CUDA)
-    # CMake 3.25 has no CUDA20 dialect flags for nvcc 13; the shared headers need C++20.
-    string(APPEND CMAKE_CUDA_FLAGS " -std=c++20")
+    # CMake 3.25 predates nvcc 13 and has no CUDA20 dialect flags for it; the shared headers
+    # need C++20, so tell it the flag.
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    list(APPEND CMAKE_CUDA_COMPILE_FEATURES cuda_std_20)
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
     set(SIESTA_WITH_CUDA ON)
   elseif(SIESTA_CUDA STREQUAL "ON")
