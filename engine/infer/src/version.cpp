@@ -1,2 +1,0 @@
-// Placeholder translation unit until the infer library lands (see the engine issues).
-#include "siesta/model/config.hpp"
