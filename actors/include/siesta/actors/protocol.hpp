@@ -1,0 +1,200 @@
+// The whole message protocol of a colocated RL step, in one place. Per GPU a worker hosts four
+// actors — engine, trainer, memory manager, weight syncer — and the coordinator drives each
+// step through them:
+//
+//   engine.generate  ->  engine.sleep(2)  ->  trainer.restore  ->  trainer.train
+//   ->  trainer.offload  ->  engine.wake([weights])  ->  syncer.sync  ->  engine.wake([kv_cache])
+//
+// Every sleep, wake and large allocation asks the memory manager first (reserve/release), so a
+// wake that would not fit is refused with the numbers before the driver is touched.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+namespace siesta::actors {
+
+// ---- messages -------------------------------------------------------------------------------
+
+struct RolloutRequest {
+  int64_t step = 0;
+  std::vector<std::string> prompts;   // one group of `n` samples per prompt
+  int32_t n = 1;
+  float temperature = 1.f;
+  float top_p = 1.f;
+  int32_t max_new_tokens = 16;
+  uint64_t seed = 0;
+};
+
+struct Rollout {
+  int32_t prompt_index = 0;
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> tokens;        // generated
+  std::vector<float> logprobs;        // of the generated tokens, from the engine
+  std::string text;                   // generated text
+  float reward = 0.f;                 // filled by the coordinator from the task
+};
+
+struct RolloutBatch {
+  int64_t step = 0;
+  std::vector<Rollout> rollouts;
+  int64_t generated_tokens = 0;
+  double seconds = 0;
+};
+
+struct TrainReport {
+  int64_t step = 0;
+  double loss = 0, grad_norm = 0, lr = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+};
+
+struct EngineStatus {
+  bool is_sleeping = false;
+  bool weights_awake = true;
+  bool kv_awake = true;
+  bool weights_valid = true;
+  int32_t sleep_level = 0;
+  uint64_t device_used_bytes = 0;
+  uint64_t weights_bytes = 0;
+  uint64_t kv_cache_bytes = 0;
+};
+
+struct MemoryRequest {
+  std::string owner;   // "engine", "trainer", "syncer"
+  std::string tag;     // allocator tag
+  uint64_t bytes = 0;  // 0 in a release means everything (owner, tag) holds
+};
+
+struct MemorySnapshot {
+  uint64_t capacity_bytes = 0;
+  uint64_t held_bytes = 0;
+  uint64_t peak_held_bytes = 0;
+  uint64_t device_used_bytes = 0;
+  std::string holders;
+};
+
+struct SyncReport {
+  int64_t version = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+  uint64_t peak_staging_bytes = 0;
+};
+
+struct NcclId {
+  std::array<uint8_t, 128> bytes{};
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, RolloutRequest& x) {
+  return f(caf::meta::type_name("RolloutRequest"), x.step, x.prompts, x.n, x.temperature, x.top_p,
+           x.max_new_tokens, x.seed);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, Rollout& x) {
+  return f(caf::meta::type_name("Rollout"), x.prompt_index, x.prompt_tokens, x.tokens, x.logprobs,
+           x.text, x.reward);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, RolloutBatch& x) {
+  return f(caf::meta::type_name("RolloutBatch"), x.step, x.rollouts, x.generated_tokens, x.seconds);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, TrainReport& x) {
+  return f(caf::meta::type_name("TrainReport"), x.step, x.loss, x.grad_norm, x.lr, x.tokens,
+           x.seconds);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, EngineStatus& x) {
+  return f(caf::meta::type_name("EngineStatus"), x.is_sleeping, x.weights_awake, x.kv_awake,
+           x.weights_valid, x.sleep_level, x.device_used_bytes, x.weights_bytes, x.kv_cache_bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, MemoryRequest& x) {
+  return f(caf::meta::type_name("MemoryRequest"), x.owner, x.tag, x.bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, MemorySnapshot& x) {
+  return f(caf::meta::type_name("MemorySnapshot"), x.capacity_bytes, x.held_bytes,
+           x.peak_held_bytes, x.device_used_bytes, x.holders);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SyncReport& x) {
+  return f(caf::meta::type_name("SyncReport"), x.version, x.bytes, x.seconds, x.peak_staging_bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, NcclId& x) {
+  return f(caf::meta::type_name("NcclId"), x.bytes);
+}
+
+}  // namespace siesta::actors
+
+CAF_BEGIN_TYPE_ID_BLOCK(siesta, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::RolloutRequest))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::Rollout))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::RolloutBatch))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::TrainReport))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::EngineStatus))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::MemoryRequest))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::MemorySnapshot))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::SyncReport))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::NcclId))
+  CAF_ADD_TYPE_ID(siesta, (std::vector<siesta::actors::Rollout>))
+  CAF_ADD_ATOM(siesta, siesta::actors, generate_atom, "generate")
+  CAF_ADD_ATOM(siesta, siesta::actors, sleep_atom, "sleep")
+  CAF_ADD_ATOM(siesta, siesta::actors, wake_atom, "wake")
+  CAF_ADD_ATOM(siesta, siesta::actors, status_atom, "status")
+  CAF_ADD_ATOM(siesta, siesta::actors, train_atom, "train")
+  CAF_ADD_ATOM(siesta, siesta::actors, sft_atom, "sft")
+  CAF_ADD_ATOM(siesta, siesta::actors, offload_atom, "offload")
+  CAF_ADD_ATOM(siesta, siesta::actors, restore_atom, "restore")
+  CAF_ADD_ATOM(siesta, siesta::actors, ckpt_atom, "checkpoint")
+  CAF_ADD_ATOM(siesta, siesta::actors, reserve_atom, "reserve")
+  CAF_ADD_ATOM(siesta, siesta::actors, release_atom, "release")
+  CAF_ADD_ATOM(siesta, siesta::actors, sample_atom, "sample")
+  CAF_ADD_ATOM(siesta, siesta::actors, sync_atom, "sync")
+  CAF_ADD_ATOM(siesta, siesta::actors, join_atom, "join")
+CAF_END_TYPE_ID_BLOCK(siesta)
+
+namespace siesta::actors {
+
+// ---- interfaces -----------------------------------------------------------------------------
+
+using engine_actor = caf::typed_actor<
+    caf::replies_to<generate_atom, RolloutRequest>::with<RolloutBatch>,
+    caf::replies_to<sleep_atom, int32_t>::with<EngineStatus>,                   // level 1 or 2
+    caf::replies_to<wake_atom, std::vector<std::string>>::with<EngineStatus>,  // tags, {} = all
+    caf::replies_to<status_atom>::with<EngineStatus>>;
+
+using trainer_actor = caf::typed_actor<
+    caf::replies_to<train_atom, RolloutBatch>::with<TrainReport>,   // GRPO on scored rollouts
+    caf::replies_to<sft_atom, int64_t>::with<TrainReport>,          // one SFT step (step number)
+    caf::replies_to<offload_atom>::with<uint64_t>,                  // bytes moved to the host
+    caf::replies_to<restore_atom>::with<uint64_t>,                  // bytes brought back
+    caf::replies_to<ckpt_atom, std::string>::with<std::string>>;    // folder -> file written
+
+using memory_actor = caf::typed_actor<
+    caf::replies_to<reserve_atom, MemoryRequest>::with<uint64_t>,   // -> free bytes after
+    caf::replies_to<release_atom, MemoryRequest>::with<uint64_t>,
+    caf::replies_to<sample_atom>::with<MemorySnapshot>>;
+
+using syncer_actor = caf::typed_actor<
+    caf::replies_to<sync_atom, int64_t>::with<SyncReport>>;         // weights version
+
+// What a worker (one per GPU) hands the coordinator when it joins.
+struct WorkerHandles {
+  int32_t rank = 0;
+  engine_actor engine;
+  trainer_actor trainer;
+  memory_actor memory;
+  syncer_actor syncer;
+};
+
+// Registers the message types above with a CAF config (both processes of a remote run).
+void register_types(caf::actor_system_config& cfg);
+
+}  // namespace siesta::actors
