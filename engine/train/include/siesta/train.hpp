@@ -8,3 +8,6 @@
 #include "siesta/train/schedule.hpp"
 #include "siesta/train/task.hpp"
 #include "siesta/train/tokenizer.hpp"
+#include "siesta/train/batch.hpp"
+#include "siesta/train/train_state.hpp"
+#include "siesta/train/trainer.hpp"
