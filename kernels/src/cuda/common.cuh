@@ -1,0 +1,92 @@
+// Device helpers shared by the CUDA op files: bf16 <-> fp32, 16-byte vectors of 8 bf16,
+// warp and block reductions, launch-size arithmetic.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "siesta/kernels/error.hpp"
+
+namespace siesta::kernels::cuda {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 to_bf(float x) { return __float2bfloat16_rn(x); }
+
+// 8 bf16 in one 16-byte register group: the unit of every vectorised load and store here.
+struct alignas(16) Bf16x8 {
+  __nv_bfloat162 h[4];
+};
+__device__ __forceinline__ Bf16x8 load8(const bf16* p) {
+  return *reinterpret_cast<const Bf16x8*>(p);
+}
+__device__ __forceinline__ void store8(bf16* p, const Bf16x8& v) {
+  *reinterpret_cast<Bf16x8*>(p) = v;
+}
+__device__ __forceinline__ void unpack8(const Bf16x8& v, float f[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    float2 t = __bfloat1622float2(v.h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ Bf16x8 pack8(const float f[8]) {
+  Bf16x8 v;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v.h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the whole block; every thread gets the result. `smem` holds >= 32 floats. Contains
+// two barriers, so every thread of the block must call it.
+__device__ __forceinline__ float block_sum(float v, float* smem) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = (blockDim.x + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();  // smem may still be read by a previous reduction
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? smem[lane] : 0.f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* smem) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = (blockDim.x + 31) / 32;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? smem[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+inline unsigned grid_for(int64_t work, int threads, int64_t cap = int64_t(1) << 20) {
+  int64_t g = (work + threads - 1) / threads;
+  if (g < 1) g = 1;
+  if (g > cap) g = cap;
+  return unsigned(g);
+}
+
+// Argument checks raise KernelError with what was asked and what is allowed.
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw KernelError("cuda ops: " + what);
+}
+
+}  // namespace siesta::kernels::cuda

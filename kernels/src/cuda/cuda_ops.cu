@@ -1,0 +1,176 @@
+// CudaOps lifetime (stream, cuBLAS handle and workspace, per device), memory movement and
+// dtype conversion; make_cuda_ops.
+#include <cuda_fp16.h>
+
+#include <memory>
+#include <string>
+
+#include "common.cuh"
+#include "cuda_ops.hpp"
+
+namespace siesta::kernels {
+
+std::unique_ptr<Ops> make_cuda_ops(int device) { return std::make_unique<cuda::CudaOps>(device); }
+
+namespace cuda {
+
+Scratch::~Scratch() {
+  if (ptr_) cudaFree(ptr_);  // destructor: nothing useful to do with an error here
+}
+
+void* Scratch::get(size_t bytes, cudaStream_t stream) {
+  if (bytes <= bytes_) return ptr_;
+  if (ptr_) {
+    SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    SIESTA_CUDA_CHECK(cudaFree(ptr_));
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  SIESTA_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  bytes_ = bytes;
+  return ptr_;
+}
+
+CudaOps::CudaOps(int device) : device_(device) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw KernelError("make_cuda_ops(" + std::to_string(device) + "): no usable CUDA driver (" +
+                      cudaGetErrorString(e) + ")");
+  }
+  if (device < 0 || device >= count)
+    throw KernelError("make_cuda_ops(" + std::to_string(device) + "): device index out of range (" +
+                      std::to_string(count) + " CUDA devices visible)");
+  SIESTA_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp p{};
+  SIESTA_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  if (p.major < 8)
+    throw KernelError("make_cuda_ops(" + std::to_string(device) + "): " + p.name +
+                      " has compute capability " + std::to_string(p.major) + "." +
+                      std::to_string(p.minor) + "; bf16 kernels need 8.0 or newer (built for 9.0)");
+  sm_count_ = p.multiProcessorCount;
+  max_smem_optin_ = p.sharedMemPerBlockOptin;
+  SIESTA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  SIESTA_CUBLAS_CHECK(cublasCreate(&cublas_));
+  SIESTA_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+  // One workspace for the handle's lifetime: cuBLAS would otherwise allocate per stream.
+  SIESTA_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+  SIESTA_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+}
+
+CudaOps::~CudaOps() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaOps::activate() const { SIESTA_CUDA_CHECK(cudaSetDevice(device_)); }
+
+void CudaOps::synchronize() {
+  activate();
+  SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// Host copies return only when the host buffer may be reused (pageable memory makes the
+// runtime stage them anyway).
+void CudaOps::copy_to_device(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  SIESTA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  SIESTA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+  SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaOps::copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  SIESTA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaOps::fill_zero(void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  SIESTA_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
+}
+
+namespace {
+
+template <class T> __device__ __forceinline__ float load_as_f(const T* p, int64_t i);
+template <> __device__ __forceinline__ float load_as_f<float>(const float* p, int64_t i) {
+  return p[i];
+}
+template <> __device__ __forceinline__ float load_as_f<bf16>(const bf16* p, int64_t i) {
+  return __bfloat162float(p[i]);
+}
+template <> __device__ __forceinline__ float load_as_f<__half>(const __half* p, int64_t i) {
+  return __half2float(p[i]);
+}
+template <class T> __device__ __forceinline__ void store_from_f(T* p, int64_t i, float v);
+template <> __device__ __forceinline__ void store_from_f<float>(float* p, int64_t i, float v) {
+  p[i] = v;
+}
+template <> __device__ __forceinline__ void store_from_f<bf16>(bf16* p, int64_t i, float v) {
+  p[i] = __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ void store_from_f<__half>(__half* p, int64_t i, float v) {
+  p[i] = __float2half_rn(v);
+}
+
+template <class D, class S>
+__global__ void convert_kernel(D* __restrict__ dst, const S* __restrict__ src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    store_from_f(dst, i, load_as_f(src, i));
+}
+
+template <class D, class S>
+void launch_convert(void* dst, const void* src, int64_t n, int sms, cudaStream_t st) {
+  const int threads = 256;
+  convert_kernel<D, S><<<grid_for(n, threads, int64_t(sms) * 16), threads, 0, st>>>(
+      static_cast<D*>(dst), static_cast<const S*>(src), n);
+  SIESTA_CUDA_LAUNCH_CHECK();
+}
+
+template <class D>
+void launch_convert_from(void* dst, const void* src, DType src_t, int64_t n, int sms,
+                         cudaStream_t st) {
+  switch (src_t) {
+    case DType::F32: return launch_convert<D, float>(dst, src, n, sms, st);
+    case DType::BF16: return launch_convert<D, bf16>(dst, src, n, sms, st);
+    case DType::F16: return launch_convert<D, __half>(dst, src, n, sms, st);
+    default: break;
+  }
+  throw KernelError(std::string("cuda convert: source dtype ") + std::string(dtype_name(src_t)) +
+                    " is not supported (allowed: F32, BF16, F16)");
+}
+
+}  // namespace
+
+void CudaOps::convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) {
+  if (n <= 0) return;
+  activate();
+  if (dst_t == src_t && (dst_t == DType::F32 || dst_t == DType::BF16 || dst_t == DType::F16)) {
+    copy_on_device(dst, src, size_t(n) * dtype_size(dst_t));
+    return;
+  }
+  switch (dst_t) {
+    case DType::F32: return launch_convert_from<float>(dst, src, src_t, n, sm_count_, stream_);
+    case DType::BF16: return launch_convert_from<bf16>(dst, src, src_t, n, sm_count_, stream_);
+    case DType::F16: return launch_convert_from<__half>(dst, src, src_t, n, sm_count_, stream_);
+    default: break;
+  }
+  throw KernelError(std::string("cuda convert: target dtype ") + std::string(dtype_name(dst_t)) +
+                    " is not supported (allowed: F32, BF16, F16)");
+}
+
+}  // namespace cuda
+}  // namespace siesta::kernels

@@ -1,0 +1,207 @@
+// Inference attention over the paged KV cache (vLLM layout [num_blocks, block_size, n_kv_heads,
+// head_dim]): kv_cache_write scatters new K/V rows to their slots; paged_attention runs one
+// thread block per (new token, query head) with an online softmax over the sequence's cached
+// tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike.
+//
+// Inside a block, groups of TPK threads each own one key at a time, every thread holding 8
+// consecutive head-dim elements (one 16-byte load of K and of V per key); a group's partial
+// softmax state (max, sum, 8 accumulators per thread) is merged across groups at the end.
+#include <string>
+
+#include "common.cuh"
+#include "cuda_ops.hpp"
+
+namespace siesta::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <bool kVec>
+__global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ vc,
+                                      const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                      const int32_t* __restrict__ slot_mapping, int64_t row) {
+  const int64_t t = blockIdx.x;
+  const int32_t slot = slot_mapping[t];
+  if (slot < 0) return;  // padding token: nothing to store
+  bf16* kd = kc + int64_t(slot) * row;
+  bf16* vd = vc + int64_t(slot) * row;
+  const bf16* ks = k + t * row;
+  const bf16* vs = v + t * row;
+  if constexpr (kVec) {
+    for (int64_t j = threadIdx.x * 8; j < row; j += int64_t(blockDim.x) * 8) {
+      store8(kd + j, load8(ks + j));
+      store8(vd + j, load8(vs + j));
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < row; j += blockDim.x) {
+      kd[j] = ks[j];
+      vd[j] = vs[j];
+    }
+  }
+}
+
+// The sequence that token t belongs to: the last s with q_start[s] <= t.
+__device__ __forceinline__ int find_seq(const int32_t* __restrict__ q_start, int num_seqs, int t) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (q_start[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+template <int TPK>
+__global__ void __launch_bounds__(kThreads)
+    paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
+                           const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                           const int32_t* __restrict__ q_start,
+                           const int32_t* __restrict__ context_len,
+                           const int32_t* __restrict__ block_table, int max_blocks_per_seq,
+                           int block_size, int num_seqs, int n_heads, int n_kv_heads,
+                           int head_dim, float scale) {
+  constexpr int kGroupsPerWarp = 32 / TPK;
+  constexpr int kGroups = kThreads / TPK;
+  __shared__ float sm_m[kGroups], sm_l[kGroups];
+  __shared__ float sm_acc[kGroups * TPK * 8];
+
+  // Heads of one token are adjacent blocks, so the query heads sharing a KV head read it
+  // through L2 at about the same time.
+  const int h = int(blockIdx.x % unsigned(n_heads)), t = int(blockIdx.x / unsigned(n_heads));
+  const int hk = h / (n_heads / n_kv_heads);
+  const int s = find_seq(q_start, num_seqs, t);
+  const int q_len = q_start[s + 1] - q_start[s];
+  const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
+  const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gw = lane / TPK, lig = lane % TPK;  // group within warp, lane within group
+  const int d0 = lig * 8;
+  const bool active = d0 < head_dim;
+  float qv[8], acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+  if (active) {
+    unpack8(load8(q + (int64_t(t) * n_heads + h) * head_dim + d0), qv);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) qv[i] *= scale;
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) qv[i] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  const int64_t kv_row = int64_t(n_kv_heads) * head_dim;
+  // Warp-uniform trip count: shuffles inside need every lane of the warp.
+  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kGroups) {
+    const int kk = base + gw;
+    const bool valid = kk < n_keys;
+    float kf[8], vf[8];
+    if (valid && active) {
+      const int64_t slot = int64_t(table[kk / block_size]) * block_size + kk % block_size;
+      const int64_t off = slot * kv_row + int64_t(hk) * head_dim + d0;
+      unpack8(load8(kc + off), kf);
+      unpack8(load8(vc + off), vf);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.f;
+    }
+    float dot = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) dot += qv[i] * kf[i];
+#pragma unroll
+    for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if (valid) {
+      const float m_new = fmaxf(m, dot);
+      const float c = __expf(m - m_new);  // 0 when m was -inf
+      const float p = __expf(dot - m_new);
+      l = l * c + p;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + p * vf[i];
+      m = m_new;
+    }
+  }
+  const int g = warp * kGroupsPerWarp + gw;
+  if (lig == 0) {
+    sm_m[g] = m;
+    sm_l[g] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sm_acc[(g * TPK + lig) * 8 + i] = acc[i];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int i = 0; i < kGroups; ++i) M = fmaxf(M, sm_m[i]);
+  float L = 0.f;
+  for (int i = 0; i < kGroups; ++i)
+    if (sm_l[i] > 0.f) L += sm_l[i] * __expf(sm_m[i] - M);
+  const float inv_l = 1.f / L;
+  bf16* o = out + (int64_t(t) * n_heads + h) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += kThreads) {
+    float r = 0.f;
+    for (int i = 0; i < kGroups; ++i)
+      if (sm_l[i] > 0.f) r += sm_acc[i * TPK * 8 + d] * __expf(sm_m[i] - M);
+    o[d] = to_bf(r * inv_l);
+  }
+}
+
+template <int TPK>
+void launch_paged(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
+                  const AttnShape& s) {
+  const unsigned grid = unsigned(s.n_heads) * unsigned(b.num_tokens);
+  paged_attention_kernel<TPK><<<grid, kThreads, 0, st>>>(
+      static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
+      static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
+      b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, s.head_dim,
+      s.scale);
+  SIESTA_CUDA_LAUNCH_CHECK();
+}
+
+void check_shape(const AttnShape& s, const char* op) {
+  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0,
+          std::string(op) + ": n_heads (" + std::to_string(s.n_heads) +
+              ") must be a positive multiple of n_kv_heads (" + std::to_string(s.n_kv_heads) + ")");
+  require(s.head_dim > 0 && s.head_dim % 8 == 0 && s.head_dim <= 256,
+          std::string(op) + ": head_dim must be a multiple of 8 in [8, 256] (got " +
+              std::to_string(s.head_dim) + ")");
+}
+
+}  // namespace
+
+void CudaOps::kv_cache_write(const PagedKv& cache, const void* k, const void* v,
+                             const PagedBatch& b, const AttnShape& s) {
+  check_shape(s, "kv_cache_write");
+  if (b.num_tokens <= 0) return;
+  activate();
+  const int64_t row = int64_t(s.n_kv_heads) * s.head_dim;
+  auto* kc = static_cast<bf16*>(cache.k);
+  auto* vc = static_cast<bf16*>(cache.v);
+  auto* kp = static_cast<const bf16*>(k);
+  auto* vp = static_cast<const bf16*>(v);
+  if (aligned16(cache.k) && aligned16(cache.v) && aligned16(k) && aligned16(v))
+    kv_cache_write_kernel<true><<<unsigned(b.num_tokens), 64, 0, stream_>>>(kc, vc, kp, vp,
+                                                                           b.slot_mapping, row);
+  else
+    kv_cache_write_kernel<false><<<unsigned(b.num_tokens), 128, 0, stream_>>>(kc, vc, kp, vp,
+                                                                             b.slot_mapping, row);
+  SIESTA_CUDA_LAUNCH_CHECK();
+}
+
+void CudaOps::paged_attention(void* out, const void* q, const PagedKv& cache, const PagedBatch& b,
+                              const AttnShape& s) {
+  check_shape(s, "paged_attention");
+  require(cache.block_size > 0, "paged_attention: block_size must be > 0");
+  require(aligned16(out) && aligned16(q) && aligned16(cache.k) && aligned16(cache.v),
+          "paged_attention: out, q and the cache must be 16-byte aligned");
+  if (b.num_tokens <= 0) return;
+  require(int64_t(b.num_tokens) * s.n_heads < (int64_t(1) << 31),
+          "paged_attention: num_tokens * n_heads must be < 2^31");
+  activate();
+  const int per_key = s.head_dim / 8;  // threads holding one key row
+  if (per_key <= 1) launch_paged<1>(stream_, out, q, cache, b, s);
+  else if (per_key <= 2) launch_paged<2>(stream_, out, q, cache, b, s);
+  else if (per_key <= 4) launch_paged<4>(stream_, out, q, cache, b, s);
+  else if (per_key <= 8) launch_paged<8>(stream_, out, q, cache, b, s);
+  else if (per_key <= 16) launch_paged<16>(stream_, out, q, cache, b, s);
+  else launch_paged<32>(stream_, out, q, cache, b, s);
+}
+
+}  // namespace siesta::kernels::cuda
