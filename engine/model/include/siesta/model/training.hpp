@@ -49,6 +49,10 @@ class TrainingModel {
     float *rstd1, *rstd2, *lse;
   };
   void trunk(const int32_t* tokens_dev, int B, int T);  // embeddings .. final norm
+  void check_batch(int B, int T, const char* what) const;
+  // Lays the activation buffer out; measures only when base is null (into may be null then).
+  static size_t carve(const ModelConfig& cfg, DType act, int64_t max_tokens, std::byte* base,
+                      TrainingModel* into);
 
   ModelConfig cfg_;
   kernels::Ops& ops_;

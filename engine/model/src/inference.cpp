@@ -1,0 +1,123 @@
+// The inference pass: embeddings, then per layer RMSNorm -> q/k/v (+bias) -> rope -> write the
+// paged cache -> paged attention -> o_proj into the residual -> RMSNorm -> SwiGLU MLP into the
+// residual; finally the chosen rows go through the final norm and the LM head.
+#include "siesta/model/inference.hpp"
+
+#include "layers.hpp"
+
+namespace siesta::model {
+namespace {
+
+struct InferBuffers {
+  void *x, *xn, *q, *k, *v, *attn, *gate, *up, *h, *rows, *rows_n;
+};
+
+InferBuffers carve(const ModelConfig& c, DType act, int T, detail::Carver& cv) {
+  const size_t es = dtype_size(act), n = size_t(T);
+  const size_t d = size_t(c.hidden_size), inter = size_t(c.intermediate_size);
+  const size_t qd = size_t(c.num_attention_heads) * c.head_dim;
+  const size_t kvd = size_t(c.num_key_value_heads) * c.head_dim;
+  InferBuffers b;
+  b.x = cv.take(n * d * es);
+  b.xn = cv.take(n * d * es);
+  b.q = cv.take(n * qd * es);
+  b.k = cv.take(n * kvd * es);
+  b.v = cv.take(n * kvd * es);
+  b.attn = cv.take(n * qd * es);
+  b.gate = cv.take(n * inter * es);
+  b.up = cv.take(n * inter * es);
+  b.h = cv.take(n * inter * es);
+  b.rows = cv.take(n * d * es);
+  b.rows_n = cv.take(n * d * es);
+  return b;
+}
+
+}  // namespace
+
+size_t InferenceModel::workspace_bytes(const ModelConfig& cfg, DType act, int max_tokens) {
+  detail::Carver cv{nullptr};
+  carve(cfg, act, max_tokens, cv);
+  return cv.used;
+}
+
+InferenceModel::InferenceModel(const ModelConfig& cfg, kernels::Ops& ops,
+                               const ModelWeights& weights, const float* rope_cos_sin_dev,
+                               std::vector<kernels::PagedKv> kv, void* workspace,
+                               size_t workspace_bytes_given, int max_tokens)
+    : cfg_(cfg), ops_(ops), w_(weights), rope_(rope_cos_sin_dev), max_tokens_(max_tokens) {
+  if (weights.dtype != ops.act_dtype())
+    throw ModelError("InferenceModel: weights are " + std::string(dtype_name(weights.dtype)) +
+                     ", the " + ops.device().str() + " backend computes in " +
+                     std::string(dtype_name(ops.act_dtype())));
+  const size_t need = workspace_bytes(cfg, ops.act_dtype(), max_tokens);
+  if (workspace_bytes_given < need)
+    throw ModelError("InferenceModel: workspace of " + std::to_string(workspace_bytes_given) +
+                     " bytes given, " + std::to_string(need) + " needed for max_tokens " +
+                     std::to_string(max_tokens));
+  set_kv_caches(std::move(kv));
+  detail::Carver cv{static_cast<std::byte*>(workspace)};
+  InferBuffers b = carve(cfg, ops.act_dtype(), max_tokens, cv);
+  x_ = b.x, xn_ = b.xn, q_ = b.q, k_ = b.k, v_ = b.v, attn_ = b.attn;
+  gate_ = b.gate, up_ = b.up, h_ = b.h, rows_ = b.rows, rows_n_ = b.rows_n;
+}
+
+void InferenceModel::set_kv_caches(std::vector<kernels::PagedKv> kv) {
+  if (kv.size() != size_t(cfg_.num_hidden_layers))
+    throw ModelError("InferenceModel: " + std::to_string(kv.size()) + " KV caches given, the " +
+                     "model has " + std::to_string(cfg_.num_hidden_layers) + " layers");
+  kv_ = std::move(kv);
+}
+
+void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b,
+                             const int32_t* logits_rows, int n_rows, void* logits_out) {
+  const int64_t N = b.num_tokens;
+  if (N <= 0 || N > max_tokens_)
+    throw ModelError("InferenceModel::forward: " + std::to_string(N) + " new tokens, allowed 1.." +
+                     std::to_string(max_tokens_) + " (the workspace's max_tokens)");
+  if (!logits_rows && n_rows != N)
+    throw ModelError("InferenceModel::forward: logits for every token need n_rows == " +
+                     std::to_string(N) + " (got " + std::to_string(n_rows) + ")");
+  if (n_rows < 0 || n_rows > N)
+    throw ModelError("InferenceModel::forward: n_rows " + std::to_string(n_rows) +
+                     " outside 0.." + std::to_string(N));
+  const auto& c = cfg_;
+  const int64_t d = c.hidden_size, inter = c.intermediate_size;
+  const int64_t qd = int64_t(c.num_attention_heads) * c.head_dim;
+  const int64_t kvd = int64_t(c.num_key_value_heads) * c.head_dim;
+  const float eps = float(c.rms_norm_eps);
+  const kernels::AttnShape s = attention_shape(c);
+  auto& ops = ops_;
+
+  ops.embedding_forward(x_, w_.embed_tokens.data, tokens, N, d);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerWeights& L = w_.layers[size_t(l)];
+    ops.rmsnorm_forward(xn_, nullptr, x_, L.input_layernorm.data, N, d, eps);
+    detail::linear(ops, q_, xn_, L.q_proj, N);
+    detail::linear(ops, k_, xn_, L.k_proj, N);
+    detail::linear(ops, v_, xn_, L.v_proj, N);
+    if (c.attention_bias) {
+      ops.add_bias(q_, L.q_bias.data, N, qd);
+      ops.add_bias(k_, L.k_bias.data, N, kvd);
+      ops.add_bias(v_, L.v_bias.data, N, kvd);
+    }
+    ops.rope(q_, b.positions, N, c.num_attention_heads, c.head_dim, rope_, false);
+    ops.rope(k_, b.positions, N, c.num_key_value_heads, c.head_dim, rope_, false);
+    ops.kv_cache_write(kv_[size_t(l)], k_, v_, b, s);
+    ops.paged_attention(attn_, q_, kv_[size_t(l)], b, s);
+    detail::linear(ops, x_, attn_, L.o_proj, N, 1.f);
+    ops.rmsnorm_forward(xn_, nullptr, x_, L.post_attention_layernorm.data, N, d, eps);
+    detail::linear(ops, gate_, xn_, L.gate_proj, N);
+    detail::linear(ops, up_, xn_, L.up_proj, N);
+    ops.swiglu_forward(h_, gate_, up_, N * inter);
+    detail::linear(ops, x_, h_, L.down_proj, N, 1.f);
+  }
+  const void* last = x_;
+  if (logits_rows) {
+    ops.embedding_forward(rows_, x_, logits_rows, n_rows, d);  // a row gather
+    last = rows_;
+  }
+  ops.rmsnorm_forward(rows_n_, nullptr, last, w_.norm.data, n_rows, d, eps);
+  detail::linear(ops, logits_out, rows_n_, w_.lm_head, n_rows);
+}
+
+}  // namespace siesta::model
