@@ -47,6 +47,7 @@ class CudaOps final : public Ops {
   Device device() const override { return Device::cuda(device_); }
   DType act_dtype() const override { return DType::BF16; }
   void synchronize() override;
+  void* native_stream() const override { return stream_; }
 
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;

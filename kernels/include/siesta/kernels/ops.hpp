@@ -85,6 +85,9 @@ class Ops {
   virtual Device device() const = 0;
   virtual DType act_dtype() const = 0;
   virtual void synchronize() = 0;
+  // The backend's stream as an opaque handle (cudaStream_t on CUDA, nullptr on CPU), for
+  // callers that capture a sequence of ops into a CUDA graph (the inference engine's decode).
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- memory movement -------------------------------------------------------------------
   // Copies between host memory and this backend's memory (a plain memcpy on CPU).

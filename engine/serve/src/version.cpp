@@ -1,2 +1,0 @@
-// Placeholder translation unit until the serve library lands (see the engine issues).
-#include "siesta/model/config.hpp"
