@@ -102,7 +102,9 @@ TEST(Trainer, GrpoFirstStepRatioIsOneAgainstNaiveRolloutLogprobs) {
   const TrainBatch b = make_grpo_batch(rollouts, group_advantages(rewards, 4), tok);
   const std::vector<float> lp = t->logprobs(b);
   for (size_t i = 0; i < lp.size(); ++i) {
-    if (b.mask[i] != 0.f) EXPECT_NEAR(lp[i], b.old_logprobs[i], 1e-4) << "token " << i;
+    if (b.mask[i] != 0.f) {
+      EXPECT_NEAR(lp[i], b.old_logprobs[i], 1e-4) << "token " << i;
+    }
   }
   StepStats s = t->train_step(b);
   EXPECT_NEAR(s.details.mean_ratio, 1.0, 1e-4);
