@@ -2,4 +2,5 @@
 #pragma once
 
 #include "siesta/allocator/error.hpp"
+#include "siesta/allocator/pool.hpp"
 #include "siesta/allocator/tag.hpp"
