@@ -113,6 +113,7 @@ SyncStats WeightSender::send(const std::vector<NamedTensor>& sources, WeightRece
   if (local) p.dst = in_manifest_order(m, local->dst_);
   p.fused = local && t_.world_size() == 1 && opts_.fuse_local;
   p.opts = &opts_;
+  p.device_cache = &cache_;
   SyncStats st;
   st.bytes = m.payload_bytes;
   st.bucket_bytes = m.bucket_bytes;
@@ -169,6 +170,7 @@ SyncStats WeightReceiver::receive() {
   p.root = opts_.root;
   p.dst = in_manifest_order(m, dst_);
   p.opts = &opts_;
+  p.device_cache = &cache_;
   SyncStats st;
   st.bytes = m.payload_bytes;
   st.bucket_bytes = m.bucket_bytes;

@@ -1,9 +1,11 @@
 // The bucket phase on a stream-ordered transport (NCCL): two staging buckets on the GPU, three
 // streams (pack, comm, unpack) chained by events, so that packing bucket k+1, broadcasting
 // bucket k and unpacking bucket k-1 overlap. The host keeps at most two buckets in flight and
-// waits for each under the transport's watchdog.
+// waits for each under the transport's watchdog. Streams, events and the (small) descriptor
+// buffer are cached by the sender/receiver; the staging buckets live for one sync.
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <string>
 
 #include "../pipeline.hpp"
@@ -19,22 +21,15 @@ void check(cudaError_t e, const char* what) {
                     cudaGetErrorString(e));
 }
 
-// Owns the pipeline's CUDA objects; releases them on every exit path.
-struct DeviceResources {
-  cudaStream_t pack = nullptr, comm = nullptr, unpack = nullptr;
-  cudaEvent_t packed[2] = {}, sent[2] = {}, freed[2] = {};
-  void* staging = nullptr;  // two buckets, then the copy descriptors
-  void* descriptors_only = nullptr;  // the fused path has no buckets
-  ~DeviceResources() {
-    // Drain first: freeing memory a kernel still reads would be worse than waiting. After an
-    // abort NCCL's kernels have been told to stop, so these return.
-    for (cudaStream_t s : {pack, comm, unpack})
-      if (s) { cudaStreamSynchronize(s); cudaStreamDestroy(s); }
-    for (int i = 0; i < 2; ++i)
-      for (cudaEvent_t e : {packed[i], sent[i], freed[i]})
-        if (e) cudaEventDestroy(e);
+// Drains the streams and frees the staging buckets on every exit path. Draining comes first:
+// freeing memory a kernel still reads would be worse than waiting, and after an abort NCCL's
+// kernels have been told to stop, so the waits return.
+struct StagingGuard {
+  DeviceCache& cache;
+  void* staging = nullptr;
+  ~StagingGuard() {
+    cache.drain();
     if (staging) cudaFree(staging);
-    if (descriptors_only) cudaFree(descriptors_only);
   }
 };
 
@@ -60,27 +55,44 @@ void run_host_segments(const BucketWork& w, cudaStream_t s) {
 }
 }  // namespace
 
+DeviceCache::DeviceCache(int dev) : device(dev) {
+  for (cudaStream_t* st : {&pack, &comm, &unpack})
+    check(cudaStreamCreateWithFlags(st, cudaStreamNonBlocking), "cudaStreamCreate");
+  for (int i = 0; i < 2; ++i)
+    for (cudaEvent_t* e : {&packed[i], &sent[i], &freed[i]})
+      check(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "cudaEventCreate");
+}
+
+void DeviceCache::drain() noexcept {
+  for (cudaStream_t st : {pack, comm, unpack})
+    if (st) cudaStreamSynchronize(st);
+}
+
+DeviceCache::~DeviceCache() {
+  drain();
+  for (cudaStream_t st : {pack, comm, unpack})
+    if (st) cudaStreamDestroy(st);
+  for (int i = 0; i < 2; ++i)
+    for (cudaEvent_t e : {packed[i], sent[i], freed[i]})
+      if (e) cudaEventDestroy(e);
+  if (descriptors) cudaFree(descriptors);
+}
+
 void run_device_pipeline(Transport& t, const SyncPlan& p, SyncStats& stats) {
   const Manifest& m = *p.m;
   const size_t n = m.num_buckets();
   stats.buckets = n;
   const Device dev = t.device();
   check(cudaSetDevice(dev.index), "cudaSetDevice");
-  DeviceResources r;
-  for (cudaStream_t* s : {&r.pack, &r.comm, &r.unpack})
-    check(cudaStreamCreateWithFlags(s, cudaStreamNonBlocking), "cudaStreamCreate");
-  for (int i = 0; i < 2; ++i)
-    for (cudaEvent_t* e : {&r.packed[i], &r.sent[i], &r.freed[i]})
-      check(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "cudaEventCreate");
+  std::shared_ptr<DeviceCache>& cache = *p.device_cache;
+  if (!cache || cache->device != dev.index) cache = std::make_shared<DeviceCache>(dev.index);
+  DeviceCache& r = *cache;
+  StagingGuard guard{r};
 
   const bool staged = !p.fused;
-  // Rounded up so that the descriptors after the two slots stay aligned.
-  const size_t slot_bytes =
-      staged ? (std::min<uint64_t>(m.bucket_bytes, m.stream_bytes) + kStreamAlign - 1) /
-                   kStreamAlign * kStreamAlign
-             : 0;
-  // Staging addresses are needed to describe the copies, so reserve the descriptors' space in
-  // the same allocation once their count is known: plan against a null base, then rebase.
+  const size_t slot_bytes = staged ? std::min<uint64_t>(m.bucket_bytes, m.stream_bytes) : 0;
+  // The copy descriptors hold staging addresses: plan once to count them (null base), then
+  // again against the real buckets.
   std::vector<CopySeg> desc;
   std::vector<BucketWork> pack(p.sending ? n : 0), unpack(p.dst.empty() || p.fused ? 0 : n);
   auto slot_at = [&](std::byte* base, size_t k) { return base + (k % 2) * slot_bytes; };
@@ -97,17 +109,21 @@ void run_device_pipeline(Transport& t, const SyncPlan& p, SyncStats& stats) {
   };
   plan_all(nullptr);
   const size_t desc_bytes = desc.size() * sizeof(CopySeg);
-  const size_t total = 2 * slot_bytes + desc_bytes;
   std::byte* base = nullptr;
-  if (total) {
-    void** holder = staged ? &r.staging : &r.descriptors_only;
-    check(cudaMalloc(holder, total), staged ? "cudaMalloc of two staging buckets"
-                                            : "cudaMalloc of copy descriptors");
-    base = static_cast<std::byte*>(*holder);
+  if (slot_bytes) {
+    check(cudaMalloc(&guard.staging, 2 * slot_bytes), "cudaMalloc of two staging buckets");
+    base = static_cast<std::byte*>(guard.staging);
   }
   plan_all(base);
   auto slot = [&](size_t k) { return slot_at(base, k); };
-  auto* dev_desc = reinterpret_cast<CopySeg*>(base + 2 * slot_bytes);
+  if (desc_bytes > r.descriptor_bytes) {  // grow-only; the streams are idle here
+    if (r.descriptors) check(cudaFree(r.descriptors), "cudaFree of copy descriptors");
+    r.descriptors = nullptr;
+    r.descriptor_bytes = 0;
+    check(cudaMalloc(&r.descriptors, desc_bytes), "cudaMalloc of copy descriptors");
+    r.descriptor_bytes = desc_bytes;
+  }
+  CopySeg* dev_desc = r.descriptors;
   if (desc_bytes) {
     // On our stream and waited for: a plain cudaMemcpy from pageable memory may return before
     // its DMA lands, and our non-blocking streams would not wait for it.
@@ -115,7 +131,7 @@ void run_device_pipeline(Transport& t, const SyncPlan& p, SyncStats& stats) {
           "cudaMemcpyAsync of copy descriptors");
     check(cudaStreamSynchronize(r.pack), "cudaStreamSynchronize");
   }
-  stats.peak_staging_bytes = total;
+  stats.peak_staging_bytes = 2 * slot_bytes + desc_bytes;
 
   std::vector<cudaEvent_t> done(n);  // the event that says bucket k's slot is free again
   auto notify = [&](size_t k) {

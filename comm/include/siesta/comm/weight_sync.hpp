@@ -6,7 +6,8 @@
 //
 // Two staging buckets per rank overlap pack, broadcast and unpack: CUDA streams and events when
 // the transport is stream-ordered (NCCL), a pipeline thread otherwise. Staging is allocated at
-// the start of a sync and released at its end; its peak is reported in SyncStats.
+// the start of a sync and released at its end; its peak is reported in SyncStats. (A sender or
+// receiver keeps its CUDA streams, events and a few KiB of copy descriptors between syncs.)
 //
 // Failure: a manifest that any rank rejects, or a lost peer, ends the sync with a CommError on
 // every rank; the receiver then reports weights_valid() == false until a later sync succeeds.
@@ -15,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,7 @@ struct SyncStats {
 };
 
 class WeightReceiver;
+struct DeviceCache;  // CUDA streams and events a sender/receiver keeps between syncs
 
 // Trainer side; runs on the root rank.
 class WeightSender {
@@ -62,6 +65,7 @@ class WeightSender {
  private:
   Transport& t_;
   SyncOptions opts_;
+  std::shared_ptr<DeviceCache> cache_;
 };
 
 // Engine side; every rank that hosts an engine has one.
@@ -81,6 +85,7 @@ class WeightReceiver {
   std::vector<NamedTensor> dst_;
   SyncOptions opts_;
   bool valid_ = false;
+  std::shared_ptr<DeviceCache> cache_;
 };
 
 }  // namespace siesta::comm
