@@ -24,6 +24,9 @@ class Backend {
   virtual std::string describe() const = 0;  // "cuda:0 (NVIDIA H100 ...)" or "cpu"
   virtual DeviceMemory device_memory() const = 0;
 
+  // Waits for work the user queued on the device, which may still touch memory about to be
+  // copied out or released.
+  virtual void synchronize() = 0;
   virtual void* reserve(uint64_t bytes) = 0;                // address space only
   virtual void unreserve(void* ptr, uint64_t bytes) noexcept = 0;
   virtual void map(Region& r) = 0;                          // all chunks; throws DeviceOutOfMemory

@@ -79,6 +79,10 @@ class CudaBackend final : public Backend {
     return {total_b, free_b, total_b - free_b};
   }
 
+  void synchronize() override {
+    DeviceGuard g(device_);
+    cuda::check_rt(cudaDeviceSynchronize(), "cudaDeviceSynchronize before a release");
+  }
   void* reserve(uint64_t bytes) override {
     CUdeviceptr p = 0;
     cuda::check(cuda::driver().cuMemAddressReserve(&p, bytes, granularity_, 0, 0),
@@ -125,10 +129,7 @@ class CudaBackend final : public Backend {
     DeviceGuard g(device_);
     for (auto [first, last] : copy_spans(r)) {
       for (size_t i = first; i < last; ++i)
-        if (!create_and_map(r, r.chunks[i])) {
-          cudaStreamSynchronize(stream_);  // copies into already-mapped spans must land first
-          undo_oom(r);
-        }
+        if (!create_and_map(r, r.chunks[i])) undo_oom(r);
       uint64_t lo = r.chunks[first].offset;
       uint64_t end = r.chunks[last - 1].offset + r.chunks[last - 1].bytes;
       set_access(r, lo, end - lo);
@@ -230,6 +231,7 @@ class CudaBackend final : public Backend {
   }
 
   [[noreturn]] void undo_oom(Region& r) {
+    cudaStreamSynchronize(stream_);  // copies into already-mapped spans must land first
     for (auto& c : r.chunks) unmap_and_release(r, c);
     throw DeviceOutOfMemory{r.reserved_bytes};
   }

@@ -34,6 +34,7 @@ class HostBackend final : public Backend {
     return {h.total_bytes, h.available_bytes, h.total_bytes - h.available_bytes};
   }
 
+  void synchronize() override {}
   void* reserve(uint64_t bytes) override {
     void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw_errno("mmap reservation", bytes);

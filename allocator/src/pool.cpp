@@ -67,6 +67,10 @@ struct Pool::Impl {
   }
 
   ~Impl() {
+    try {
+      backend->synchronize();
+    } catch (...) {
+    }
     for (auto& [p, r] : regions) {
       try {
         backend->release(r);
@@ -219,6 +223,7 @@ void Pool::free(const Allocation& a) {
                          "' is asleep; wake the tag before freeing its allocations");
   auto t0 = Clock::now();
   auto before = m.backend->device_memory();
+  m.backend->synchronize();
   m.backend->release(r);
   m.backend->unreserve(r.ptr, r.reserved_bytes);
   PoolEvent e{PoolEvent::Kind::Free, {r.tag}, r.name, SleepMode::Discard, r.reserved_bytes, 0,
@@ -241,6 +246,7 @@ void Pool::sleep(const std::vector<Tag>& tags_in, SleepMode mode) {
   auto t0 = Clock::now();
   auto before = m.backend->device_memory();
   uint64_t released = 0, copied = 0;
+  m.backend->synchronize();
   if (mode == SleepMode::Offload) {
     uint64_t need = 0;
     for (auto* r : regions) need += round_up(r->bytes, kBackupAlign);

@@ -52,6 +52,9 @@ struct Rig {
   std::function<void(void* dst, const void* src, uint64_t n, bool to_device)> copy;
   std::function<void(uint64_t size, uint64_t chunk, double& release_ms, double& map_ms)> floor;
   std::function<uint64_t()> free_bytes;
+  // Host pages are only backed once touched: touch them so a discard has pages to drop, as
+  // a device mapping always has.
+  std::function<void(void*, uint64_t)> touch = [](void*, uint64_t) {};
 };
 
 // ---- host rig ----------------------------------------------------------------------------
@@ -83,6 +86,7 @@ Rig host_rig(const siesta::bench::Options& o) {
     map_ms = median(map);
   };
   r.free_bytes = [] { return siesta::kernels::host_memory().available_bytes; };
+  r.touch = [](void* p, uint64_t n) { std::memset(p, 1, n); };
   return r;
 }
 
@@ -189,8 +193,9 @@ Cols cols(const char* op, uint64_t size, uint64_t chunk, const char* target) {
           {"chunk", fmt_bytes(double(chunk))}, {"target", std::string(target)}};
 }
 
+// The 90% target is stated for the default 1 GiB chunk; smaller chunks show the trade-off.
 void copy_rows(siesta::bench::Table& table, const siesta::bench::Options& o, const Rig& rig,
-               Pool& pool, uint64_t size) {
+               Pool& pool, uint64_t size, bool has_target) {
   auto a = pool.allocate(size, "weights", "bench");
   Probe probe(rig, a, uint32_t(size >> 20));
   std::vector<double> off, res;
@@ -207,8 +212,8 @@ void copy_rows(siesta::bench::Table& table, const siesta::bench::Options& o, con
   pool.free(a);
   uint64_t chunk = pool.options().chunk_bytes;
   double off_gbps = gbps(size, median(off)), res_gbps = gbps(size, median(res));
-  bool cuda = rig.cuda;
-  auto target = [&](double g, double lim) { return !cuda ? "-" : g >= 0.9 * lim ? "met" : "MISSED"; };
+  bool judged = rig.cuda && has_target;
+  auto target = [&](double g, double lim) { return !judged ? "-" : g >= 0.9 * lim ? "met" : "MISSED"; };
   table.row(cols("offload", size, chunk, target(off_gbps, rig.d2h_limit_gbps)), off_gbps,
             rig.d2h_limit_gbps, "GB/s", check);
   table.row(cols("restore", size, chunk, target(res_gbps, rig.h2d_limit_gbps)), res_gbps,
@@ -223,6 +228,7 @@ void discard_rows(siesta::bench::Table& table, const siesta::bench::Options& o, 
   auto a = pool->allocate(size, "kv_cache", "bench");
   std::vector<double> sl, wk;
   for (int i = 0; i < o.warmup + o.repeats; ++i) {
+    rig.touch(a.ptr, a.bytes);
     auto t0 = Clock::now();
     pool->sleep({"kv_cache"}, SleepMode::Discard);
     double s = since_ms(t0);
@@ -309,12 +315,12 @@ int main(int argc, char** argv) {
     for (auto c : chunks) {
       if (c == big_chunk || !fits(copy_chunk_sweep_size)) continue;
       auto pool = Pool::create({rig.device, c, 0, copy_chunk_sweep_size});
-      copy_rows(table, o, rig, *pool, copy_chunk_sweep_size);
+      copy_rows(table, o, rig, *pool, copy_chunk_sweep_size, false);
     }
     // One pool (one pinned backup, allocated once) for every size.
     auto pool = Pool::create({rig.device, big_chunk, 0, pinned});
     for (auto s : copy_sizes) {
-      if (fits(s)) copy_rows(table, o, rig, *pool, s);
+      if (fits(s)) copy_rows(table, o, rig, *pool, s, true);
       else skipped.push_back("offload " + fmt_bytes(double(s)));
     }
   }

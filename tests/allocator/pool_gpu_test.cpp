@@ -180,7 +180,7 @@ TEST(PoolGpu, WakeWithoutDeviceMemoryFailsCleanlyAndALaterWakeSucceeds) {
   auto s = pool->stats();
   EXPECT_EQ(s.tags[0].mapped_bytes, 0u);
   EXPECT_GE(s.tags[0].backed_up_bytes, a.bytes);
-  EXPECT_LE(device_used(), used_before + 2 * MiB);  // partial mappings were undone
+  EXPECT_LE(device_used(), used_before + 32 * MiB);  // partial mappings (256 MiB each) undone
 
   CK(cudaFree(hog));
   pool->wake({"train_params"});
