@@ -5,16 +5,16 @@
 //   only, never on batch composition or launch order.
 // The same block computes log-sum-exp of the unmodified row, so the reported log-prob is
 // x[token] - lse (temperature 1, no truncation), as vLLM reports it.
-// Rows with top_k / top_p copy only that row to the host and run the same Gumbel-max restricted
-// to the kept set (sorting a 150k vocabulary per row is not worth a GPU kernel at decode batch
-// sizes).
-#include <algorithm>
+// Rows with top_k / top_p copy only that row to the host and draw with the CPU backend's
+// cpu::sample_row (inverse CDF over the kept set, one uniform per (seed, step)), so both
+// backends truncate identically; sorting a 150k vocabulary per row is not worth a GPU kernel at
+// decode batch sizes.
 #include <cmath>
-#include <numeric>
 #include <string>
 #include <vector>
 
 #include "common.cuh"
+#include "cpu/cpu_ops.hpp"
 #include "cuda_ops.hpp"
 
 namespace siesta::kernels::cuda {
@@ -126,45 +126,6 @@ bool truncates(const SamplingRow& r, int64_t vocab) {
   return r.temperature > 0.f && ((r.top_k > 0 && r.top_k < vocab) || r.top_p < 1.f);
 }
 
-// Host Gumbel-max over the top-k / top-p set of x / T; the same hash as the GPU kernel.
-int32_t sample_truncated_host(const std::vector<float>& x, const SamplingRow& r) {
-  const int64_t vocab = int64_t(x.size());
-  const float inv_t = 1.f / r.temperature;
-  std::vector<int32_t> idx(static_cast<size_t>(vocab));
-  std::iota(idx.begin(), idx.end(), 0);
-  const int64_t k = (r.top_k > 0 && r.top_k < vocab) ? r.top_k : vocab;
-  auto by_logit = [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
-  idx.resize(size_t(k));
-  int64_t keep = k;
-  if (r.top_p < 1.f) {
-    // Smallest prefix whose probability under softmax(x / T) over the top-k set reaches top_p.
-    const double zmax = double(x[idx[0]]) * inv_t;
-    double total = 0;
-    std::vector<double> e(static_cast<size_t>(k));
-    for (int64_t i = 0; i < k; ++i) total += e[size_t(i)] = std::exp(double(x[idx[i]]) * inv_t - zmax);
-    double cum = 0;
-    keep = 0;
-    while (keep < k) {
-      cum += e[size_t(keep)] / total;
-      ++keep;
-      if (cum >= double(r.top_p)) break;
-    }
-  }
-  const uint64_t key = row_key(r.seed, r.step);
-  int32_t best = idx[0];
-  float best_score = -INFINITY;
-  for (int64_t i = 0; i < keep; ++i) {
-    const int32_t j = idx[size_t(i)];
-    const float score = x[j] * inv_t + gumbel(key, j);
-    if (score > best_score || (score == best_score && j < best)) {
-      best_score = score;
-      best = j;
-    }
-  }
-  return best;
-}
-
 }  // namespace
 
 void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
@@ -213,9 +174,7 @@ void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* 
     row.resize(size_t(vocab));
     copy_to_host(row_bf16.data(), static_cast<const bf16*>(logits) + i * vocab, size_t(vocab) * 2);
     for (int64_t j = 0; j < vocab; ++j) row[size_t(j)] = bf16_to_f32(row_bf16[size_t(j)]);
-    const int32_t tok = sample_truncated_host(row, rows_host[i]);
-    tokens_host[i] = tok;
-    logprob_f32_host[i] = row[size_t(tok)] - res.lse;
+    cpu::sample_row(row.data(), vocab, rows_host[i], &tokens_host[i], &logprob_f32_host[i]);
   }
 }
 
