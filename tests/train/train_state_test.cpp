@@ -57,7 +57,7 @@ TEST(TrainState, AdamWStepEqualsHandComputedReference) {
   for (int i = 0; i < 16; ++i) {
     EXPECT_NEAR(s.params()[i], p[i], 1e-6) << "param " << i;
     EXPECT_NEAR(s.adam_m()[i], m[i], 1e-7) << "m " << i;
-    EXPECT_NEAR(s.adam_v()[i], v[i], 1e-8) << "v " << i;
+    EXPECT_NEAR(s.adam_v()[i], v[i], 1e-6 * v[i] + 1e-12) << "v " << i;
   }
   // Padding never moves: zero grads, zero params, no decay effect.
   for (int i : {6, 7, 11, 15}) EXPECT_EQ(s.params()[i], 0.f);

@@ -118,8 +118,8 @@ TEST(Trainer, KlToAFrozenReferenceStartsAtZeroAndGrows) {
   o.grpo.kl_coef = 0.1f;
   auto t = rig.make(o);
   TrainBatch b = sft_batch(0, 4);
-  b.objective = Objective::Grpo;
   b.old_logprobs = t->logprobs(b);
+  b.objective = Objective::Grpo;
   b.advantages = {1.f, -1.f, 0.5f, -0.5f};
   EXPECT_THROW(t->train_step(b), TrainError);   // no reference yet
   t->snapshot_reference();
