@@ -1,0 +1,168 @@
+// Memory-bound ops of the CUDA op table at 0.5b training / decode sizes, in GB/s of the fewest
+// bytes each op must move (every input read once, every output written once), against the
+// device-to-device copy bandwidth (bytes read + written) measured in the same run.
+// Check: outputs poisoned (NaN) before the first call are all finite after it.
+#include <algorithm>
+#include <iostream>
+#include <numeric>
+#include <random>
+
+#include "gpu_bench.cuh"
+#include "siesta/kernels/device.hpp"
+#include "siesta/kernels/ops.hpp"
+
+using namespace siesta;
+using namespace siesta::bench;
+using namespace siesta::bench::gpu;
+
+namespace {
+
+struct Runner {
+  kernels::Ops& ops;
+  const Options& o;
+  Table& table;
+  double limit_gbps;
+  // Times fn, whose minimal traffic is `bytes`; poisons `out` first (unless fn accumulates
+  // into it) and checks that it is finite after one call.
+  void row(const std::string& op, const std::string& size, double bytes, void* out,
+           size_t out_elems, bool out_bf16, const std::function<void()>& fn,
+           bool accumulates = false) {
+    if (!accumulates) poison(out, out_elems * (out_bf16 ? 2 : 4));
+    SIESTA_CUDA_CHECK(cudaDeviceSynchronize());
+    fn();
+    ops.synchronize();
+    const std::string check = finite_check(out, out_elems, out_bf16);
+    const int iters = std::max(1, int(2e-3 / (bytes / (limit_gbps * 1e9))));  // ~2 ms a sample
+    const double ms = time_ms(o, iters, fn, [&] { ops.synchronize(); });
+    table.row({{"op", op}, {"size", size}, {"bytes", fmt_bytes(bytes)}, {"time_us", ms * 1e3}},
+              bytes / (ms * 1e-3) / 1e9, limit_gbps, "GB/s", check);
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse_options(argc, argv, "bench_ops",
+                            "GB/s of rmsnorm, swiglu, token_logprobs and paged decode attention "
+                            "vs the device copy bandwidth");
+  if (!kernels::cuda_available()) {
+    std::cout << "bench_ops: no CUDA GPU (" << kernels::cuda_status().error << "); skipped\n";
+    return 0;
+  }
+  try {
+    auto ops = kernels::make_cuda_ops(0);
+    cudaStream_t st;
+    SIESTA_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const double copy_gbps =
+        copy_bandwidth_gbps(st, o, o.quick ? (size_t(256) << 20) : (size_t(2) << 30));
+    Table table("bench_ops", o);
+    Runner run{*ops, o, table, copy_gbps};
+
+    const int64_t T = o.quick ? 1024 : 8 * 1024, d = 896, inter = 4864, vocab = 151936;
+    uint64_t seed = 100;
+    {  // RMSNorm over the residual stream
+      Buffer x(T * d * 2), w(d * 2), out(T * d * 2), rstd(T * 4), dx(T * d * 2), dw(d * 4);
+      fill_bf16(x.as(), T * d, ++seed, -2.f, 2.f);
+      fill_bf16(w.as(), d, ++seed, 0.5f, 1.5f);
+      const double fwd = 2.0 * T * d * 2 + d * 2 + T * 4;
+      run.row("rmsnorm_forward", std::to_string(T) + "x" + std::to_string(d), fwd, out.as(), T * d,
+              true, [&] { ops->rmsnorm_forward(out.as(), rstd.as<float>(), x.as(), w.as(), T, d, 1e-6f); });
+      fill_bf16(dx.as(), T * d, ++seed);
+      fill_f32(dw.as<float>(), d, ++seed);
+      // dout, x, dx read; dx written (accumulate); w, rstd read.
+      const double bwd = 4.0 * T * d * 2 + d * 2 + T * 4;
+      Buffer dout(T * d * 2);
+      fill_bf16(dout.as(), T * d, ++seed);
+      run.row(
+          "rmsnorm_backward", std::to_string(T) + "x" + std::to_string(d), bwd, dx.as(), T * d,
+          true,
+          [&] {
+            ops->rmsnorm_backward(dx.as(), dw.as<float>(), dout.as(), x.as(), w.as(),
+                                  rstd.as<float>(), T, d);
+          },
+          /*accumulates=*/true);
+    }
+    {  // SwiGLU over the MLP's intermediate activations
+      const size_t n = size_t(T) * inter;
+      Buffer g(n * 2), u(n * 2), h(n * 2), dh(n * 2), dg(n * 2), du(n * 2);
+      fill_bf16(g.as(), n, ++seed, -4.f, 4.f);
+      fill_bf16(u.as(), n, ++seed);
+      fill_bf16(dh.as(), n, ++seed);
+      const std::string size = std::to_string(T) + "x" + std::to_string(inter);
+      run.row("swiglu_forward", size, 3.0 * n * 2, h.as(), n, true,
+              [&] { ops->swiglu_forward(h.as(), g.as(), u.as(), int64_t(n)); });
+      run.row("swiglu_backward", size, 5.0 * n * 2, dg.as(), n, true,
+              [&] { ops->swiglu_backward(dg.as(), du.as(), dh.as(), g.as(), u.as(), int64_t(n)); });
+    }
+    {  // Log-probs of chosen tokens over the LM head's logits
+      const int64_t n = o.quick ? 256 : 2048;
+      Buffer logits(size_t(n) * vocab * 2), tg(n * 4), lp(n * 4), ent(n * 4), dlp(n * 4),
+          dl(size_t(n) * vocab * 2);
+      fill_bf16(logits.as(), size_t(n) * vocab, ++seed, -8.f, 8.f);
+      fill_i32(tg.as<int32_t>(), size_t(n), ++seed, int32_t(vocab));
+      fill_f32(dlp.as<float>(), size_t(n), ++seed);
+      const std::string size = std::to_string(n) + "x" + std::to_string(vocab);
+      const double row_bytes = double(n) * vocab * 2;
+      run.row("token_logprobs+entropy", size, row_bytes, lp.as(), n, false, [&] {
+        ops->token_logprobs(lp.as<float>(), ent.as<float>(), logits.as(), tg.as<int32_t>(), n,
+                            vocab);
+      });
+      // Minimal traffic: read logits once, write dlogits once (the kernel reads twice).
+      run.row("token_logprobs_backward", size, 2 * row_bytes, dl.as(), size_t(n) * vocab, true, [&] {
+        ops->token_logprobs_backward(dl.as(), logits.as(), tg.as<int32_t>(), dlp.as<float>(), n,
+                                     vocab);
+      });
+    }
+    // Paged decode attention, 0.5b heads (14 query, 2 KV, head_dim 64), block size 16.
+    struct Decode { int batch, ctx; };
+    for (Decode dc : {Decode{1, 1024}, Decode{64, 1024}, Decode{8, 8192}}) {
+      const int H = 14, Hk = 2, hd = 64, bs = 16;
+      const int blocks_per_seq = (dc.ctx + bs - 1) / bs, num_blocks = dc.batch * blocks_per_seq;
+      const size_t kv_elems = size_t(num_blocks) * bs * Hk * hd;
+      Buffer kc(kv_elems * 2), vc(kv_elems * 2), q(size_t(dc.batch) * H * hd * 2),
+          out(size_t(dc.batch) * H * hd * 2);
+      fill_bf16(kc.as(), kv_elems, ++seed);
+      fill_bf16(vc.as(), kv_elems, ++seed);
+      fill_bf16(q.as(), size_t(dc.batch) * H * hd, ++seed);
+      std::vector<int32_t> table_h(static_cast<size_t>(num_blocks)), qs(size_t(dc.batch) + 1),
+          ctx(size_t(dc.batch), dc.ctx), pos(size_t(dc.batch), dc.ctx - 1);
+      std::iota(table_h.begin(), table_h.end(), 0);
+      std::shuffle(table_h.begin(), table_h.end(), std::mt19937(5));  // scattered blocks
+      std::iota(qs.begin(), qs.end(), 0);
+      Buffer table_d(table_h.size() * 4), qs_d(qs.size() * 4), ctx_d(ctx.size() * 4),
+          pos_d(pos.size() * 4);
+      ops->copy_to_device(table_d.as(), table_h.data(), table_h.size() * 4);
+      ops->copy_to_device(qs_d.as(), qs.data(), qs.size() * 4);
+      ops->copy_to_device(ctx_d.as(), ctx.data(), ctx.size() * 4);
+      ops->copy_to_device(pos_d.as(), pos.data(), pos.size() * 4);
+      kernels::PagedBatch b;
+      b.num_seqs = dc.batch;
+      b.num_tokens = dc.batch;
+      b.q_start = qs_d.as<int32_t>();
+      b.context_len = ctx_d.as<int32_t>();
+      b.block_table = table_d.as<int32_t>();
+      b.max_blocks_per_seq = blocks_per_seq;
+      b.positions = pos_d.as<int32_t>();
+      b.max_q_len = 1;
+      b.max_context_len = dc.ctx;
+      const kernels::AttnShape s{H, Hk, hd, 0.125f};
+      const kernels::PagedKv cache{kc.as(), vc.as(), num_blocks, bs};
+      const double bytes = 2.0 * dc.batch * dc.ctx * Hk * hd * 2 + 2.0 * dc.batch * H * hd * 2;
+      run.row("paged_attention decode",
+              "batch " + std::to_string(dc.batch) + " ctx " + std::to_string(dc.ctx), bytes,
+              out.as(), size_t(dc.batch) * H * hd, true,
+              [&] { ops->paged_attention(out.as(), q.as(), cache, b, s); });
+    }
+    table.note("device: " + device_name());
+    table.note("limit: device-to-device cudaMemcpyAsync of 2 GiB, bytes read + written, this run");
+    table.note("bytes: fewest an op must move; token_logprobs_backward reads the logits twice "
+               "(lse first), so its ceiling is 2/3 of the limit");
+    table.note("paged decode: 14 query / 2 KV heads, head_dim 64, block 16; bytes = K and V of "
+               "every cached token once (query heads sharing a KV head re-read it through L2)");
+    cudaStreamDestroy(st);
+    return table.failures() ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::cerr << "bench_ops: " << e.what() << "\n";
+    return 1;
+  }
+}
