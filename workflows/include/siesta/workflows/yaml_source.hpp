@@ -2,17 +2,13 @@
 #pragma once
 
 #include <filesystem>
-#include <stdexcept>
 #include <string>
 
 #include <yaml-cpp/yaml.h>
 
-namespace siesta::workflows {
+#include "siesta/workflows/diagnostics.hpp"
 
-class WorkflowError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace siesta::workflows {
 
 struct YamlSource {
   std::string origin;   // file path, or "<default>" for the built-in workflow
@@ -20,7 +16,8 @@ struct YamlSource {
   YAML::Node root;
 };
 
-// Throws WorkflowError "FILE:LINE:COL: ..." for unreadable files and YAML syntax errors.
+// Throws WorkflowError for unreadable files, and ValidationError
+// "FILE:LINE:COL: error: YAML syntax error: ..." for malformed YAML.
 YamlSource load_yaml_file(const std::filesystem::path& path);
 YamlSource load_yaml_text(const std::string& text, const std::string& origin);
 
