@@ -76,3 +76,37 @@ TEST(ProgressDisplay, PlainOutputHasOneLinePerLoggedStepAndNoControlCharacters) 
   EXPECT_NE(s.find("step=10/10"), std::string::npos);
   EXPECT_EQ(s.find("step=4/10"), std::string::npos);
 }
+
+TEST(ProgressDisplay, StepRecordsAndEvalPassesInPlainMode) {
+  std::ostringstream out;
+  ProgressDisplay p(out, false);
+  StepRecord r;
+  r.step = 7;
+  r.stage = "grpo";
+  r.phases = {{"rollout", 300.0}, {"train", 200.0}};
+  r.step_ms = 500.0;
+  r.reward = 0.5;
+  r.loss = -0.08;
+  r.generated_tokens = 320;
+  r.trained_tokens = 680;
+  r.device_used_peak = 1u << 30;
+  p.step_done(r, 120);
+  p.eval_done({20, 0.4375, 0.078125, 64});
+  p.eval_done({40, 0.5, {}, 0});
+  // 1000 tokens in 0.5 s; memory is the step's peak.
+  EXPECT_EQ(out.str(),
+            "step=7/120 stage=grpo reward=0.5000 loss=-0.0800 tokens_per_s=2000 mem_bytes=1073741824\n"
+            "eval step=20 reward=0.4375 exact_match=0.0781 prompts=64\n"
+            "eval step=40 reward=0.5000\n");
+}
+
+TEST(ProgressDisplay, EvalOnATerminalKeepsTheStatusLine) {
+  std::ostringstream out;
+  ProgressDisplay p(out, true, 200);
+  p.step_done(state(5));
+  p.eval_done({5, 0.75, 0.5, 16});
+  std::string s = out.str();
+  auto at = s.find("\r\x1b[Keval step=5 reward=0.7500 exact_match=0.5000 prompts=16\n");
+  ASSERT_NE(at, std::string::npos) << s;
+  EXPECT_NE(s.find("step 5/10", at), std::string::npos);
+}

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <unistd.h>
 
 #include "siesta/workflows.hpp"
 
@@ -127,15 +128,40 @@ TEST(RunReport, StepRecordsRoundTripThroughMetrics) {
   {
     MetricsWriter w(file);
     w.write("run_start");
-    for (const auto& r : run) w.write("step", r.to_json());
+    w.write_eval({0, 0.1, 0.0, 32});
+    w.write_eval({0, 0.2, 0.0, 32});  // the later one of a step wins
+    for (auto r : run) {
+      if (r.step == 8) {
+        r.generated_tokens = 640;
+        r.device_used_peak = 900u << 20;
+        r.sync_gbps = 12.5;
+        r.step_ms = 180.0;
+      }
+      w.write_step(r);
+    }
+    w.write_eval({25, 0.6, 0.5, 32},
+                 {{"samples", json::array{json::object{{"prompt", "sort(31)="}, {"completion", "13"}}}}});
     // A resumed run re-does step 10: the report keeps the later record.
     auto redo = run[9];
     redo.reward = 0.77;
     w.write("step", redo.to_json());
   }
   std::ofstream(file, std::ios::app) << "{\"event\": \"step\", \"st";  // torn by a kill
-  auto rep = RunReport::from_metrics(read_metrics(file), "resumed");
+  auto events = read_metrics(file);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events[events.size() - 2].at("samples").as_array().size(), 1u)
+      << "extra fields of an eval kept";
+  auto rep = RunReport::from_metrics(events, "resumed");
   ASSERT_EQ(rep.records().size(), run.size());
+  ASSERT_EQ(rep.evals().size(), 3u) << "eval events at 0 and 25, the eval stage at 26";
+  EXPECT_DOUBLE_EQ(rep.evals()[0].reward, 0.2);
+  EXPECT_DOUBLE_EQ(*rep.evals()[1].exact_match, 0.5);
+  EXPECT_EQ(rep.evals()[1].prompts, 32);
+  EXPECT_DOUBLE_EQ(rep.evals()[2].reward, 0.9);
+  EXPECT_EQ(rep.records()[7].generated_tokens, 640);
+  EXPECT_EQ(rep.records()[7].device_used_peak, 900u << 20);
+  EXPECT_DOUBLE_EQ(rep.records()[7].sync_gbps, 12.5);
+  EXPECT_DOUBLE_EQ(rep.records()[7].total_ms(), 180.0);
   EXPECT_DOUBLE_EQ(*rep.records()[9].reward, 0.77);
   EXPECT_EQ(rep.records()[7].phases.size(), 6u);
   EXPECT_EQ(rep.records()[7].memory[1].engine_bytes, 2u << 20);
@@ -161,6 +187,9 @@ TEST(RunReport, SvgIsWellFormedAndDrawsTheRecordedCurve) {
   auto last_y = std::stod(pts.substr(pts.rfind(',') + 1));
   EXPECT_LT(last_y, first_y);
   EXPECT_NE(svg.find("class=\"eval-point\""), std::string::npos);
+  EXPECT_EQ(svg.find("class=\"eval-curve\""), std::string::npos) << "one eval: a dot, no line";
+  rep.add_eval({0, 0.1, {}, 8});
+  EXPECT_NE(rep.svg().find("class=\"eval-curve\""), std::string::npos);
   // One stacked rect per (step, phase): 5 sft + 20 x 6 grpo + 1 eval.
   size_t rects = 0;
   for (size_t p = svg.find("class=\"phase\""); p != std::string::npos; p = svg.find("class=\"phase\"", p + 1)) ++rects;
@@ -179,14 +208,68 @@ TEST(RunReport, EmptyReportIsStillWellFormed) {
 TEST(RunReport, SummaryTableShowsPhasesMemoryAndRewardTrend) {
   RunReport rep("summary");
   for (auto& r : sample_run()) rep.add(r);
+  rep.add_eval({0, 0.1, 0.0, 64});
+  rep.add_eval({25, 0.6, 0.25, 64});
   std::string t = rep.summary_table();
   EXPECT_NE(t.find("sft 5, grpo 20, eval 1"), std::string::npos) << t;
   EXPECT_TRUE(std::regex_search(t, std::regex(R"(grpo\s+rollout\s+20\s+100\.0\s+100\.0\s+100\.0\s+59\.9%)"))) << t;
   EXPECT_TRUE(std::regex_search(t, std::regex(R"(grpo\s+\(step\)\s+20\s+167\.0)"))) << t;
   EXPECT_NE(t.find("Peak device memory: 800.0 MiB (step 25, train)"), std::string::npos) << t;
   EXPECT_NE(t.find("Engine memory while training (max): 2.00 MiB"), std::string::npos) << t;
-  EXPECT_NE(t.find("Reward 0.050 -> 0.810"), std::string::npos) << t;
-  EXPECT_NE(t.find("Eval reward: 0.900 @26"), std::string::npos) << t;
+  EXPECT_NE(t.find("Rollout reward 0.050 -> 0.810"), std::string::npos) << t;
+  // The eval passes added and the eval stage's step, in step order.
+  EXPECT_NE(t.find("Eval reward 0.100 -> 0.900 (+0.800)"), std::string::npos) << t;
+  EXPECT_NE(t.find("0.100 @0 (exact 0.00) 0.600 @25 (exact 0.25) 0.900 @26"), std::string::npos) << t;
+}
+
+// What the coordinator reports (actors::StepRecord): a step's wall time, peak memory and what
+// the engine held while training, without per-phase samples.
+TEST(RunReport, StepFiguresWithoutPhaseSamplesStillGiveMemoryAndTime) {
+  RunReport rep("coordinator-shaped");
+  for (int i = 1; i <= 4; ++i) {
+    StepRecord r;
+    r.step = i;
+    r.stage = "grpo";
+    r.phases = {{"rollout", 50.0}, {"train", 30.0}};
+    r.step_ms = 100.0;  // 20 ms outside the phases (scoring, messages)
+    r.reward = 0.1 * i;
+    r.device_used_peak = uint64_t(i) << 30;
+    r.engine_held_while_training = 0;  // sleep level 2: nothing kept
+    r.sync_gbps = 10.0 * i;
+    rep.add(r);
+  }
+  std::string t = rep.summary_table();
+  EXPECT_TRUE(std::regex_search(t, std::regex(R"(grpo\s+\(step\)\s+4\s+100\.0)"))) << t;
+  EXPECT_TRUE(std::regex_search(t, std::regex(R"(grpo\s+rollout\s+4\s+50\.0\s+50\.0\s+50\.0\s+50\.0%)"))) << t;
+  EXPECT_NE(t.find("Peak device memory: 4.00 GiB (step 4)"), std::string::npos) << t;
+  EXPECT_NE(t.find("Engine memory while training (max): 0 B"), std::string::npos) << t;
+  EXPECT_NE(t.find("Weight sync (mean over steps): 25.00 GB/s"), std::string::npos) << t;
+  std::string svg = rep.svg();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(svg, m, std::regex("class=\"memory-used\"[^>]*points=\"([^\"]+)\"")));
+  std::string pts = m[1];
+  EXPECT_EQ(std::count(pts.begin(), pts.end(), ','), 4) << "one point per step";
+  EXPECT_NE(svg.find("class=\"memory-engine\""), std::string::npos);
+}
+
+TEST(RunReport, MemoryTimelineHasAPointPerPhaseSample) {
+  RunReport rep("timeline");
+  auto run = sample_run();
+  for (auto& r : run) rep.add(r);
+  std::string svg = rep.svg();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(svg, m, std::regex("class=\"memory-used\"[^>]*points=\"([^\"]+)\"")));
+  std::string pts = m[1];
+  // 5 sft steps with one sample, 20 grpo steps with two (rollout, train); the eval step none.
+  EXPECT_EQ(std::count(pts.begin(), pts.end(), ','), 5 + 40);
+  // Within a grpo step the rollout sample (700 MiB) comes before, and lower than, the train one.
+  std::vector<std::pair<double, double>> xy;
+  std::istringstream in(pts);
+  std::string pair;
+  while (in >> pair) xy.emplace_back(std::stod(pair), std::stod(pair.substr(pair.find(',') + 1)));
+  ASSERT_EQ(xy.size(), 45u);
+  EXPECT_LT(xy[5].first, xy[6].first);
+  EXPECT_GT(xy[5].second, xy[6].second) << "700 MiB drawn below 800 MiB";
 }
 
 TEST(RunReport, WriteCreatesSummaryAndSvg) {

@@ -35,6 +35,12 @@ void MetricsWriter::write(std::string_view event, const boost::json::object& fie
     throw WorkflowError(path_.string() + ": writing metrics failed (disk full?)");
 }
 
+void MetricsWriter::write_eval(const EvalPoint& e, const boost::json::object& extra) {
+  boost::json::object o = e.to_json();
+  for (const auto& kv : extra) o[kv.key()] = kv.value();
+  write("eval", o);
+}
+
 std::vector<boost::json::object> read_metrics(const std::filesystem::path& file) {
   std::ifstream in(file);
   if (!in) throw WorkflowError(file.string() + ": cannot open the metrics file");

@@ -15,15 +15,56 @@ namespace siesta::workflows {
 ProgressDisplay::ProgressDisplay(std::ostream& out, bool tty, int columns, int log_every)
     : out_(out), tty_(tty), columns_(columns), log_every_(log_every < 1 ? 1 : log_every) {}
 
-ProgressDisplay ProgressDisplay::for_stderr(int log_every) {
-  const bool tty = ::isatty(STDERR_FILENO) == 1;
-  int columns = 0;
-  if (tty) {
-    winsize ws{};
-    columns = ::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 100;
-  }
-  return ProgressDisplay(std::cerr, tty, columns, log_every);
+namespace {
+
+// Width of the terminal on fd, or 0 when fd is not a terminal.
+int terminal_columns(int fd) {
+  if (::isatty(fd) != 1) return 0;
+  winsize ws{};
+  return ::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 100;
 }
+
+}  // namespace
+
+ProgressDisplay ProgressDisplay::for_stdout(int log_every) {
+  const int columns = terminal_columns(STDOUT_FILENO);
+  return ProgressDisplay(std::cout, columns > 0, columns, log_every);
+}
+
+ProgressDisplay ProgressDisplay::for_stderr(int log_every) {
+  const int columns = terminal_columns(STDERR_FILENO);
+  return ProgressDisplay(std::cerr, columns > 0, columns, log_every);
+}
+
+ProgressState ProgressState::of(const StepRecord& r, int64_t total_steps) {
+  ProgressState s;
+  s.step = r.step;
+  s.total_steps = total_steps;
+  s.stage = r.stage;
+  s.reward = r.reward;
+  s.loss = r.loss;
+  s.tokens_per_s = r.tokens_per_s;
+  // Without a rate from the caller: every token the step produced or trained on, per second.
+  const double ms = r.total_ms();
+  if (s.tokens_per_s <= 0 && ms > 0)
+    s.tokens_per_s = static_cast<double>(r.generated_tokens + r.trained_tokens) / (ms / 1e3);
+  s.device_used_bytes = r.peak_used_bytes();
+  return s;
+}
+
+std::string ProgressDisplay::eval_line(const EvalPoint& e) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "eval step=%lld reward=%.4f", static_cast<long long>(e.step), e.reward);
+  std::string line = buf;
+  if (e.exact_match) {
+    std::snprintf(buf, sizeof buf, " exact_match=%.4f", *e.exact_match);
+    line += buf;
+  }
+  if (e.prompts > 0) line += " prompts=" + std::to_string(e.prompts);
+  return line;
+}
+
+void ProgressDisplay::eval_done(const EvalPoint& e) { message(eval_line(e)); }
 
 std::string ProgressDisplay::status_line(const ProgressState& s) {
   char buf[256];

@@ -1,6 +1,7 @@
 // The run report as a hand-written SVG: reward curve, per-step phase timeline (stacked bars)
 // and device memory, one panel each, sharing the step axis.
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 
@@ -112,42 +113,58 @@ std::string RunReport::svg() const {
                                                  static_cast<double>(last_step - first_step)
                                            : 0.5) * kPlotW;
   };
+  // 1. Reward: the rollout reward of training steps as a line, held-out eval passes as a
+  // dashed line through dots (the curve that shows learning).
+  const auto evals = this->evals();
+  for (size_t i = 0; i < evals.size(); ++i) {
+    const bool first = n == 0 && i == 0;
+    first_step = first ? evals[i].step : std::min(first_step, evals[i].step);
+    last_step = first ? evals[i].step : std::max(last_step, evals[i].step);
+  }
   const std::string first_label = "step " + std::to_string(first_step);
   const std::string last_label = "step " + std::to_string(last_step);
-
-  // 1. Reward: training steps as a line, eval passes as dots.
   {
     Panel p{kTop + 20, out};
     double lo = 0, hi = 1;
-    bool any = false;
     for (const auto& r : records_)
       if (r.reward) {
         lo = std::min(lo, *r.reward);
         hi = std::max(hi, *r.reward);
-        any = true;
       }
+    for (const auto& e : evals) {
+      lo = std::min(lo, e.reward);
+      hi = std::max(hi, e.reward);
+    }
     p.frame("Task reward", label(lo), label(hi));
-    if (!any) p.empty("no reward recorded");
     std::string pts;
     for (const auto& r : records_)
       if (r.reward && r.stage != "eval")
         pts += num(x_of_step(r.step)) + "," + num(p.y(*r.reward, lo, hi)) + " ";
+    size_t legend_row = 0;
     if (!pts.empty()) {
       pts.pop_back();
       out += "<polyline class=\"reward-curve\" fill=\"none\" stroke=\"#4e79a7\" stroke-width=\"2\" points=\"" +
              pts + "\"/>\n";
-      p.legend(0, "training reward", "#4e79a7", true);
+      p.legend(legend_row++, "rollout reward", "#4e79a7", true);
     }
-    bool evals = false;
-    for (const auto& r : records_)
-      if (r.reward && r.stage == "eval") {
-        evals = true;
-        out += "<circle class=\"eval-point\" cx=\"" + num(x_of_step(r.step)) + "\" cy=\"" +
-               num(p.y(*r.reward, lo, hi)) + "\" r=\"4\" fill=\"#e15759\"><title>eval at step " +
-               std::to_string(r.step) + ": " + label(*r.reward) + "</title></circle>\n";
+    if (!evals.empty()) {
+      std::string ept;
+      for (const auto& e : evals) ept += num(x_of_step(e.step)) + "," + num(p.y(e.reward, lo, hi)) + " ";
+      ept.pop_back();
+      if (evals.size() > 1)
+        out += "<polyline class=\"eval-curve\" fill=\"none\" stroke=\"#e15759\" stroke-width=\"1.5\" "
+               "stroke-dasharray=\"4,3\" points=\"" + ept + "\"/>\n";
+      for (const auto& e : evals) {
+        std::string tip = "eval at step " + std::to_string(e.step) + ": reward " + label(e.reward);
+        if (e.exact_match) tip += ", exact " + label(*e.exact_match);
+        out += "<circle class=\"eval-point\" cx=\"" + num(x_of_step(e.step)) + "\" cy=\"" +
+               num(p.y(e.reward, lo, hi)) + "\" r=\"4\" fill=\"#e15759\"><title>" + esc(tip) +
+               "</title></circle>\n";
       }
-    if (evals) p.legend(1, "eval reward", "#e15759");
-    if (n) p.x_labels(first_label, last_label);
+      p.legend(legend_row++, "held-out eval", "#e15759");
+    }
+    if (legend_row == 0) p.empty("no reward recorded");
+    if (n || !evals.empty()) p.x_labels(first_label, last_label);
   }
 
   // 2. Phase timeline: one stacked bar per step, phases in the order they ran.
@@ -182,43 +199,69 @@ std::string RunReport::svg() const {
     if (n) p.x_labels(first_label, last_label);
   }
 
-  // 3. Device memory: peak in use per step, and what the engine held.
+  // 3. Device memory through each step, on the same bands as the phase bars: with per-phase
+  // samples, one point at the end of every phase (so the engine's sleep shows inside the
+  // step); otherwise the step's peak at the middle of its band.
   {
     Panel p{kTop + 20 + 2 * (kPanelH + kPanelGap), out};
     double hi = 0;
     bool engine = false;
-    for (const auto& r : records_)
-      for (const auto& m : r.memory) {
-        hi = std::max(hi, static_cast<double>(m.used_bytes));
-        engine = engine || m.engine_bytes > 0;
-      }
-    p.frame("Device memory", "0", detail::human_bytes(hi));
+    for (const auto& r : records_) {
+      hi = std::max(hi, static_cast<double>(r.peak_used_bytes()));
+      engine = engine || r.engine_bytes_during_train().has_value();
+      for (const auto& m : r.memory) engine = engine || m.engine_bytes > 0;
+    }
+    p.frame("Device memory through each step", "0", detail::human_bytes(hi));
     if (hi <= 0) p.empty("no memory samples recorded");
-    auto line = [&](const char* cls, const char* stroke, const char* dash, auto value) {
-      std::string pts;
-      for (const auto& r : records_) {
-        double v = value(r);  // < 0: nothing measured in this step
-        if (v >= 0) pts += num(x_of_step(r.step)) + "," + num(p.y(v, 0, hi)) + " ";
+    const double band = n ? kPlotW / static_cast<double>(n) : kPlotW;
+    // (x, used, engine or -1) points of step i.
+    auto points = [&](size_t i) {
+      const auto& r = records_[i];
+      std::vector<std::array<double, 3>> pts;
+      const double x0 = kLeft + band * static_cast<double>(i), w = band * 0.85;
+      double total = 0;
+      for (const auto& ph : r.phases) total += ph.ms;
+      if (!r.memory.empty() && total > 0) {
+        size_t next = 0;  // samples follow the phases in order; a phase may repeat
+        for (const auto& m : r.memory) {
+          // The sample of a phase sits at that phase's end; unknown phases at the step's end.
+          double at = total;
+          double end = 0;
+          for (size_t k = 0; k < r.phases.size(); ++k) {
+            end += r.phases[k].ms;
+            if (k < next || r.phases[k].phase != m.phase) continue;
+            at = end;
+            next = k + 1;
+            break;
+          }
+          pts.push_back({x0 + w * at / total, static_cast<double>(m.used_bytes),
+                         static_cast<double>(m.engine_bytes)});
+        }
+      } else if (r.measured_memory()) {
+        auto e = r.engine_bytes_during_train();
+        pts.push_back({x0 + w / 2, static_cast<double>(r.peak_used_bytes()),
+                       e ? static_cast<double>(*e) : -1.0});
       }
-      if (pts.empty()) return;
-      pts.pop_back();
-      out += std::string("<polyline class=\"") + cls + "\" fill=\"none\" stroke=\"" + stroke +
-             "\" stroke-width=\"2\"" + dash + " points=\"" + pts + "\"/>\n";
+      return pts;
     };
-    if (hi > 0) {
-      line("memory-used", "#59a14f", "", [](const StepRecord& r) {
-        return r.memory.empty() ? -1.0 : static_cast<double>(r.peak_used_bytes());
-      });
-      p.legend(0, "peak in use", "#59a14f", true);
-      if (engine) {
-        // What the engine kept while the trainer trained; the rest of the step it is awake.
-        line("memory-engine", "#b07aa1", " stroke-dasharray=\"5,3\"", [](const StepRecord& r) {
-          double e = -1;
-          for (const auto& m : r.memory)
-            if (m.phase == "train") e = std::max(e, static_cast<double>(m.engine_bytes));
-          return e;
-        });
-        p.legend(1, "engine during train", "#b07aa1", true);
+    std::string used, held;
+    size_t samples = 0;
+    for (size_t i = 0; i < n; ++i)
+      for (const auto& pt : points(i)) {
+        used += num(pt[0]) + "," + num(p.y(pt[1], 0, hi)) + " ";
+        if (pt[2] >= 0) held += num(pt[0]) + "," + num(p.y(pt[2], 0, hi)) + " ";
+        ++samples;
+      }
+    if (hi > 0 && samples > 0) {
+      used.pop_back();
+      out += "<polyline class=\"memory-used\" fill=\"none\" stroke=\"#59a14f\" stroke-width=\"2\" points=\"" +
+             used + "\"/>\n";
+      p.legend(0, "in use", "#59a14f", true);
+      if (engine && !held.empty()) {
+        held.pop_back();
+        out += "<polyline class=\"memory-engine\" fill=\"none\" stroke=\"#b07aa1\" stroke-width=\"2\" "
+               "stroke-dasharray=\"5,3\" points=\"" + held + "\"/>\n";
+        p.legend(1, "held by the engine", "#b07aa1", true);
       }
     }
     if (n) p.x_labels(first_label, last_label);

@@ -17,15 +17,25 @@ namespace json = boost::json;
 // ---- StepRecord --------------------------------------------------------------------------------
 
 double StepRecord::total_ms() const {
+  if (step_ms > 0) return step_ms;
   double t = 0;
   for (const auto& p : phases) t += p.ms;
   return t;
 }
 
 uint64_t StepRecord::peak_used_bytes() const {
-  uint64_t m = 0;
+  uint64_t m = device_used_peak;
   for (const auto& s : memory) m = std::max(m, s.used_bytes);
   return m;
+}
+
+std::optional<uint64_t> StepRecord::engine_bytes_during_train() const {
+  std::optional<uint64_t> e;
+  for (const auto& m : memory)
+    if (m.phase == "train") e = std::max(e.value_or(0), m.engine_bytes);
+  if (stage == "grpo" && device_used_peak > 0)
+    e = std::max(e.value_or(0), engine_held_while_training);
+  return e;
 }
 
 json::object StepRecord::to_json() const {
@@ -43,6 +53,14 @@ json::object StepRecord::to_json() const {
     mem.push_back(json::object{
         {"phase", m.phase}, {"used_bytes", m.used_bytes}, {"engine_bytes", m.engine_bytes}});
   o["memory"] = std::move(mem);
+  o["step_ms"] = total_ms();
+  o["grad_norm"] = grad_norm;
+  o["lr"] = lr;
+  o["generated_tokens"] = generated_tokens;
+  o["trained_tokens"] = trained_tokens;
+  o["device_used_peak"] = device_used_peak;
+  o["engine_held_while_training"] = engine_held_while_training;
+  o["sync_gbps"] = sync_gbps;
   return o;
 }
 
@@ -88,7 +106,34 @@ StepRecord StepRecord::from_json(const json::object& o) {
                           static_cast<uint64_t>(number(field(mo, "used_bytes"), "used_bytes")),
                           static_cast<uint64_t>(optional_number(mo, "engine_bytes").value_or(0))});
     }
+  r.step_ms = optional_number(o, "step_ms").value_or(0);
+  r.grad_norm = optional_number(o, "grad_norm").value_or(0);
+  r.lr = optional_number(o, "lr").value_or(0);
+  r.generated_tokens = static_cast<int64_t>(optional_number(o, "generated_tokens").value_or(0));
+  r.trained_tokens = static_cast<int64_t>(optional_number(o, "trained_tokens").value_or(0));
+  r.device_used_peak = static_cast<uint64_t>(optional_number(o, "device_used_peak").value_or(0));
+  r.engine_held_while_training =
+      static_cast<uint64_t>(optional_number(o, "engine_held_while_training").value_or(0));
+  r.sync_gbps = optional_number(o, "sync_gbps").value_or(0);
   return r;
+}
+
+json::object EvalPoint::to_json() const {
+  json::object o;
+  o["step"] = step;
+  o["reward"] = reward;
+  o["exact_match"] = exact_match ? json::value(*exact_match) : json::value(nullptr);
+  o["prompts"] = prompts;
+  return o;
+}
+
+EvalPoint EvalPoint::from_json(const json::object& o) {
+  EvalPoint e;
+  e.step = static_cast<int64_t>(number(field(o, "step"), "step"));
+  e.reward = number(field(o, "reward"), "reward");
+  e.exact_match = optional_number(o, "exact_match");
+  e.prompts = static_cast<int>(optional_number(o, "prompts").value_or(0));
+  return e;
 }
 
 // ---- RunReport ---------------------------------------------------------------------------------
@@ -97,17 +142,36 @@ RunReport::RunReport(std::string title) : title_(std::move(title)) {}
 
 void RunReport::add(StepRecord r) { records_.push_back(std::move(r)); }
 
+void RunReport::add_eval(EvalPoint e) { evals_.push_back(e); }
+
+std::vector<EvalPoint> RunReport::evals() const {
+  std::map<int64_t, EvalPoint> by_step;
+  for (const auto& r : records_)
+    if (r.stage == "eval" && r.reward) by_step[r.step] = EvalPoint{r.step, *r.reward, {}, 0};
+  for (const auto& e : evals_) by_step[e.step] = e;
+  std::vector<EvalPoint> out;
+  for (const auto& [s, e] : by_step) out.push_back(e);
+  return out;
+}
+
 RunReport RunReport::from_metrics(const std::vector<json::object>& events, std::string title) {
   RunReport rep(std::move(title));
-  for (const auto& e : events) {
-    auto* ev = e.if_contains("event");
-    if (ev && ev->is_string() && ev->get_string() == "step") rep.add(StepRecord::from_json(e));
-  }
   // A resumed run repeats the steps after its last checkpoint: keep the latest of each.
   std::map<int64_t, StepRecord> by_step;
-  for (auto& r : rep.records_) by_step[r.step] = std::move(r);
-  rep.records_.clear();
+  std::map<int64_t, EvalPoint> evals;
+  for (const auto& e : events) {
+    auto* ev = e.if_contains("event");
+    if (!ev || !ev->is_string()) continue;
+    if (ev->get_string() == "step") {
+      auto r = StepRecord::from_json(e);
+      by_step[r.step] = std::move(r);
+    } else if (ev->get_string() == "eval") {
+      auto p = EvalPoint::from_json(e);
+      evals[p.step] = p;
+    }
+  }
   for (auto& [s, r] : by_step) rep.records_.push_back(std::move(r));
+  for (auto& [s, p] : evals) rep.evals_.push_back(p);
   return rep;
 }
 
@@ -197,63 +261,70 @@ std::string RunReport::summary_table() const {
   }
 
   // Memory: the peak, and what the engine kept while the trainer trained (the point of sleep).
-  uint64_t peak = 0, engine_in_train = 0;
+  uint64_t peak = 0;
   int64_t peak_step = 0;
-  std::string peak_phase;
-  bool engine_measured = false;
-  for (const auto& r : records_)
-    for (const auto& m : r.memory) {
-      if (m.used_bytes > peak) {
-        peak = m.used_bytes;
-        peak_step = r.step;
-        peak_phase = m.phase;
-      }
-      if (m.phase == "train") {
-        engine_in_train = std::max(engine_in_train, m.engine_bytes);
-        engine_measured = true;
-      }
+  std::string peak_phase;  // when a per-phase sample holds the peak
+  std::optional<uint64_t> engine_in_train;
+  for (const auto& r : records_) {
+    if (r.peak_used_bytes() > peak) {
+      peak = r.peak_used_bytes();
+      peak_step = r.step;
+      peak_phase.clear();
+      for (const auto& m : r.memory)
+        if (m.used_bytes == peak && peak_phase.empty()) peak_phase = m.phase;
     }
+    if (auto e = r.engine_bytes_during_train()) engine_in_train = std::max(engine_in_train.value_or(0), *e);
+  }
   if (peak > 0) {
     out += "\nPeak device memory: " + detail::human_bytes(static_cast<double>(peak)) + " (step " +
-           std::to_string(peak_step) + ", " + peak_phase + ")\n";
-    if (engine_measured)
+           std::to_string(peak_step) + (peak_phase.empty() ? "" : ", " + peak_phase) + ")\n";
+    if (engine_in_train)
       out += "Engine memory while training (max): " +
-             detail::human_bytes(static_cast<double>(engine_in_train)) + "\n";
+             detail::human_bytes(static_cast<double>(*engine_in_train)) + "\n";
   }
 
-  // Reward: the training curve, then eval results.
+  // Reward: the rollout reward of the training steps, then the held-out eval passes.
   std::vector<double> train_reward;
-  std::vector<std::pair<int64_t, double>> evals;
-  for (const auto& r : records_) {
-    if (!r.reward) continue;
-    if (r.stage == "eval") evals.emplace_back(r.step, *r.reward);
-    else train_reward.push_back(*r.reward);
-  }
+  for (const auto& r : records_)
+    if (r.reward && r.stage != "eval") train_reward.push_back(*r.reward);
   if (!train_reward.empty()) {
     auto best = std::max_element(train_reward.begin(), train_reward.end());
-    out += "\nReward " + fmt("%.3f", train_reward.front()) + " -> " +
+    out += "\nRollout reward " + fmt("%.3f", train_reward.front()) + " -> " +
            fmt("%.3f", train_reward.back()) + " (best " + fmt("%.3f", *best) + ")  |" +
            sparkline(train_reward) + "|\n";
   }
-  if (!evals.empty()) {
-    out += "Eval reward:";
-    for (const auto& [s, v] : evals) out += " " + fmt("%.3f", v) + " @" + std::to_string(s);
+  const auto ev = evals();
+  if (!ev.empty()) {
+    std::vector<double> v;
+    for (const auto& e : ev) v.push_back(e.reward);
+    out += "Eval reward " + fmt("%.3f", v.front()) + " -> " + fmt("%.3f", v.back()) + " (" +
+           fmt("%+.3f", v.back() - v.front()) + ")  |" + sparkline(v) + "|\n ";
+    for (const auto& e : ev) {
+      out += " " + fmt("%.3f", e.reward) + " @" + std::to_string(e.step);
+      if (e.exact_match) out += " (exact " + fmt("%.2f", *e.exact_match) + ")";
+    }
     out += "\n";
   }
   std::vector<double> losses;
-  double tok = 0;
-  size_t tok_n = 0;
+  double tok = 0, gbps = 0;
+  size_t tok_n = 0, gbps_n = 0;
   for (const auto& r : records_) {
     if (r.loss) losses.push_back(*r.loss);
     if (r.tokens_per_s > 0) {
       tok += r.tokens_per_s;
       ++tok_n;
     }
+    if (r.sync_gbps > 0) {
+      gbps += r.sync_gbps;
+      ++gbps_n;
+    }
   }
   if (!losses.empty())
     out += "Loss " + fmt("%.4f", losses.front()) + " -> " + fmt("%.4f", losses.back()) + "  |" +
            sparkline(losses) + "|\n";
   if (tok_n > 0) out += "Tokens/s (mean over steps): " + fmt("%.0f", tok / static_cast<double>(tok_n)) + "\n";
+  if (gbps_n > 0)
+    out += "Weight sync (mean over steps): " + fmt("%.2f", gbps / static_cast<double>(gbps_n)) + " GB/s\n";
   return out;
 }
 

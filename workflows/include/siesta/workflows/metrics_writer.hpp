@@ -11,6 +11,8 @@
 
 #include <boost/json.hpp>
 
+#include "siesta/workflows/run_report.hpp"
+
 namespace siesta::workflows {
 
 class MetricsWriter {
@@ -25,6 +27,10 @@ class MetricsWriter {
   // Writes {"event": event, "time": <unix seconds>, ...fields}; "event" and "time" in
   // `fields` win. Thread-safe: actors may report from several threads.
   void write(std::string_view event, const boost::json::object& fields = {});
+  // {"event": "step", ...r.to_json()} and {"event": "eval", ...e.to_json(), ...extra} (extra:
+  // e.g. "samples"): the events RunReport::from_metrics reads back.
+  void write_step(const StepRecord& r) { write("step", r.to_json()); }
+  void write_eval(const EvalPoint& e, const boost::json::object& extra = {});
   const std::filesystem::path& path() const { return path_; }
 
  private:
