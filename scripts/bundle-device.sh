@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Bundles the built binaries, the shared libraries the GPU machine lacks (CAF, yaml-cpp, ...),
-# configs and a runner script into .device/ (git-ignored), for the device tool's `carry`.
-#   [SIESTA_BUNDLE_DIR=.device-x] scripts/bundle-device.sh [BUILD_DIR]; on the device: cd .device && ./run.sh ...
+# configs, a runner script and the GPU suite (scripts/device-suite.sh) into .device/
+# (git-ignored), for the device tool's `carry` (64 MiB at most).
+#   [SIESTA_BUNDLE_DIR=.device-x] scripts/bundle-device.sh [BUILD_DIR]
+#   on the device: cd .device && ./run.sh CMD...   or   cd .device && ./device-suite.sh
+# SIESTA_BUNDLE_TESTS=gpu (default: the gpu-label test binaries, test_*_gpu) or all.
+# SIESTA_BUNDLE_OPENBLAS=1 also carries OpenBLAS (36 MB; the GPU machine has its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-${SIESTA_BUILD_DIR:-build}}
@@ -11,7 +15,9 @@ grep -qxF '/.device*/' "$exclude" 2>/dev/null || echo '/.device*/' >> "$exclude"
 rm -rf "$OUT" && mkdir -p "$OUT/lib"
 
 bins=("$BUILD_DIR"/bin/siesta "$BUILD_DIR"/bin/bench_* "$BUILD_DIR"/bin/example_*)
-while IFS= read -r t; do bins+=("$t"); done < <(find "$BUILD_DIR/tests" -maxdepth 2 -type f -name 'test_*' -perm -u+x)
+test_glob='test_*_gpu'
+[[ ${SIESTA_BUNDLE_TESTS:-gpu} == all ]] && test_glob='test_*'
+while IFS= read -r t; do bins+=("$t"); done < <(find "$BUILD_DIR/tests" -maxdepth 2 -type f -name "$test_glob" -perm -u+x)
 for b in "${bins[@]}"; do
   [[ -f "$b" ]] || continue
   cp "$b" "$OUT/"
@@ -21,6 +27,8 @@ done
 # Carry what resolves to a Debian package library, except what every Linux (glibc, libstdc++,
 # libgcc) or the GPU machine's own CUDA/NCCL installation provides.
 skip='^(linux-vdso|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|ld-linux|libstdc\+\+|libgcc_s|libcuda\.so|libnccl|libcublas|libcudart)'
+# OpenBLAS (and its Fortran runtime) is installed on the GPU machine and is 36 MB here.
+[[ ${SIESTA_BUNDLE_OPENBLAS:-0} == 1 ]] || skip="${skip%)}|libopenblas|libgfortran|libquadmath)"
 for b in "$OUT"/siesta "$OUT"/test_* "$OUT"/bench_* "$OUT"/example_*; do
   [[ -f "$b" ]] || continue
   ldd "$b" | awk '/=> \// {print $1, $3}' | while read -r name path; do
@@ -29,6 +37,12 @@ for b in "$OUT"/siesta "$OUT"/test_* "$OUT"/bench_* "$OUT"/example_*; do
   done
 done
 cp -r configs "$OUT/configs"
+cp scripts/device-suite.sh "$OUT/device-suite.sh"
+{
+  echo "bundle: $(git rev-parse --short HEAD) ($(git log -1 --format=%cd --date=iso)), built in $BUILD_DIR"
+  dirty=$(git status --short --untracked-files=no | wc -l)
+  if [[ $dirty -gt 0 ]]; then echo "bundle: $dirty tracked files modified since that commit"; fi
+} > "$OUT/bundle-info.txt"
 cat > "$OUT/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Usage on the GPU machine: ./run.sh CMD...   (sets the library path for the carried libs)
@@ -48,5 +62,8 @@ done
 echo "gpu test binaries: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
 RUN
-chmod +x "$OUT/run.sh" "$OUT/gpu-tests.sh"
-du -sh "$OUT" | awk '{print "bundle: " $1 " in .device/"}'
+chmod +x "$OUT/run.sh" "$OUT/gpu-tests.sh" "$OUT/device-suite.sh"
+size_mib=$(du -sm "$OUT" | awk '{print $1}')
+n_bins=$(find "$OUT" -maxdepth 1 -type f \( -name 'test_*' -o -name 'bench_*' \) | wc -l)
+echo "bundle: ${size_mib} MiB in $OUT ($n_bins test/bench binaries)"
+(( size_mib <= 64 )) || echo "bundle: WARNING: over the 64 MiB the device tool carries" >&2

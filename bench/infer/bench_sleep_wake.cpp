@@ -164,7 +164,8 @@ int main(int argc, char** argv) {
       // The engine and its pool go away before the driver floor takes the same memory.
       const uint64_t weights_b = st.weights_bytes, moved_b = st.weights_bytes + st.buffers_bytes;
       e.reset();
-      pool.reset();
+      eo.pool.reset();
+      pool.reset();   // the pinned backup goes back too
       const auto fw = cuda ? bench::limits::vmm_floor(o, weights_b, chunk) : bench::limits::MapFloor{};
       const auto fk = cuda ? bench::limits::vmm_floor(o, kv_bytes, chunk) : bench::limits::MapFloor{};
 
