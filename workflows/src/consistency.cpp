@@ -7,6 +7,7 @@
 #include "siesta/model/presets.hpp"
 #include "siesta/train/task.hpp"
 
+#include "scalars.hpp"
 #include "schema.hpp"
 
 namespace siesta::workflows::detail {
@@ -185,6 +186,21 @@ void check_consistency(const WorkflowSpec& s, const LocationMap& locations,
              std::to_string(s.engine.max_model_len) + " is above the model's max_position_embeddings " +
                  std::to_string(cfg.max_position_embeddings) + " (" + s.model + ")",
              "engine.max_model_len <= " + std::to_string(cfg.max_position_embeddings));
+    // A KV cache must hold at least one sequence of max_model_len tokens (K and V of every
+    // layer; 2 bytes an element is the smallest the engine stores, bf16 on cuda).
+    const int head_dim = cfg.head_dim > 0 ? cfg.head_dim
+                                          : cfg.hidden_size / std::max(1, cfg.num_attention_heads);
+    const uint64_t per_token = 2ull * uint64_t(cfg.num_hidden_layers) *
+                               uint64_t(cfg.num_key_value_heads) * uint64_t(head_dim) * 2ull;
+    const uint64_t blocks = (uint64_t(s.engine.max_model_len) + uint64_t(s.engine.block_size) - 1) /
+                            uint64_t(s.engine.block_size);
+    const uint64_t one_sequence = blocks * uint64_t(s.engine.block_size) * per_token;
+    if (s.engine.kv_cache_bytes && *s.engine.kv_cache_bytes < one_sequence)
+      c.fail("engine.kv_cache_bytes",
+             format_bytes(*s.engine.kv_cache_bytes) + " cannot hold one sequence of engine.max_model_len " +
+                 std::to_string(s.engine.max_model_len) + " tokens of " + s.model + " (" +
+                 format_bytes(one_sequence) + " at 2 bytes an element)",
+             ">= " + format_bytes(one_sequence) + ", or null to size it from engine.max_batch");
   } catch (const std::exception& e) {
     c.fail("model", e.what(), "a preset or a folder with a valid config.json");
   }
