@@ -112,6 +112,26 @@ TEST(MetricsWriter, EachLineIsAJsonObjectWrittenImmediately) {
   fs::remove_all(dir);
 }
 
+// A byte-level model's completions are arbitrary bytes; JSON Lines must stay UTF-8 so that any
+// JSON reader (Python's json, jq) can read the file.
+TEST(MetricsWriter, InvalidUtf8BecomesReplacementCharacters) {
+  auto dir = fresh_dir("utf8");
+  auto file = dir / "metrics.jsonl";
+  {
+    MetricsWriter w(file);
+    w.write("eval", {{"samples", json::array{json::object{
+                         {"prompt", "sort(21)="}, {"completion", std::string("a\xb2\xff" "b \xc3\xa9 \xe2\x82")}}}}});
+  }
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);
+  auto v = json::parse(line).as_object();
+  const auto& c = v.at("samples").as_array()[0].as_object().at("completion").as_string();
+  // Two bad bytes, a valid "é", and a truncated 3-byte sequence (two bytes).
+  EXPECT_EQ(std::string(c), "a\xef\xbf\xbd\xef\xbf\xbd" "b \xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd");
+  fs::remove_all(dir);
+}
+
 TEST(MetricsWriter, UnwritablePathThrowsWithThePath) {
   try {
     MetricsWriter w("/proc/siesta-no/metrics.jsonl");
@@ -216,7 +236,9 @@ TEST(RunReport, SummaryTableShowsPhasesMemoryAndRewardTrend) {
   EXPECT_TRUE(std::regex_search(t, std::regex(R"(grpo\s+\(step\)\s+20\s+167\.0)"))) << t;
   EXPECT_NE(t.find("Peak device memory: 800.0 MiB (step 25, train)"), std::string::npos) << t;
   EXPECT_NE(t.find("Engine memory while training (max): 2.00 MiB"), std::string::npos) << t;
-  EXPECT_NE(t.find("Rollout reward 0.050 -> 0.810"), std::string::npos) << t;
+  // Means of the first and last 2 of 20 grpo steps: (0.05 + 0.09) / 2 and (0.77 + 0.81) / 2.
+  EXPECT_NE(t.find("Rollout reward 0.070 -> 0.790 (+0.720; mean of the first and last 2 steps, best step 0.810)"),
+            std::string::npos) << t;
   // The eval passes added and the eval stage's step, in step order.
   EXPECT_NE(t.find("Eval reward 0.100 -> 0.900 (+0.800)"), std::string::npos) << t;
   EXPECT_NE(t.find("0.100 @0 (exact 0.00) 0.600 @25 (exact 0.25) 0.900 @26"), std::string::npos) << t;

@@ -288,9 +288,20 @@ std::string RunReport::summary_table() const {
   for (const auto& r : records_)
     if (r.reward && r.stage != "eval") train_reward.push_back(*r.reward);
   if (!train_reward.empty()) {
+    // One step's reward is noisy (a few prompts): compare the means of the first and last
+    // tenth of the steps.
+    const size_t w = std::max<size_t>(1, train_reward.size() / 10);
+    double first = 0, last = 0;
+    for (size_t i = 0; i < w; ++i) {
+      first += train_reward[i];
+      last += train_reward[train_reward.size() - w + i];
+    }
+    first /= static_cast<double>(w);
+    last /= static_cast<double>(w);
     auto best = std::max_element(train_reward.begin(), train_reward.end());
-    out += "\nRollout reward " + fmt("%.3f", train_reward.front()) + " -> " +
-           fmt("%.3f", train_reward.back()) + " (best " + fmt("%.3f", *best) + ")  |" +
+    out += "\nRollout reward " + fmt("%.3f", first) + " -> " + fmt("%.3f", last) + " (" +
+           fmt("%+.3f", last - first) + "; mean of the first and last " + std::to_string(w) +
+           (w == 1 ? " step" : " steps") + ", best step " + fmt("%.3f", *best) + ")  |" +
            sparkline(train_reward) + "|\n";
   }
   const auto ev = evals();
