@@ -15,12 +15,20 @@ if [[ "${SIESTA_SKIP_APT:-0}" != 1 ]]; then
   for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
+  # Debian's nodejs comes without npm (NodeSource's bundles it): ask for it only when absent.
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if ((${#missing[@]})); then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     echo "setup: installing ${missing[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+fi
+
+# The official openai npm client used by the serve e2e tests (tests/serve; they skip without it).
+if command -v npm >/dev/null 2>&1; then
+  npm ci --prefix tests/serve/node --no-audit --no-fund >/dev/null \
+    || echo "setup: npm ci --prefix tests/serve/node failed; the openai client tests will skip"
 fi
 
 BUILD_DIR=${SIESTA_BUILD_DIR:-build}
