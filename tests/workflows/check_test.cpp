@@ -74,4 +74,8 @@ TEST(PrintDefault, IsTheBuiltInWorkflowForTheDeviceAndParsesBackToIt) {
     auto back = load_workflow_text(text, "<print-default>");
     EXPECT_EQ(to_yaml(back, false), to_yaml(resolve_default(gpu), false));
   }
+  const std::string tuned = default_workflow_text(false, {"trainer.lr=1e-4"});
+  EXPECT_NE(tuned.find("# Overrides applied: --set trainer.lr=1e-4\n"), std::string::npos);
+  EXPECT_DOUBLE_EQ(load_workflow_text(tuned, "<p>").trainer.lr, 1e-4);
+  EXPECT_THROW(default_workflow_text(false, {"trainer.lr=7"}), ValidationError);
 }

@@ -76,7 +76,7 @@ void print_diagnostics(std::ostream& out, const std::vector<Diagnostic>& diagnos
   out << format_diagnostics(diagnostics) << std::flush;
 }
 
-std::string default_workflow_text(bool has_gpu) {
+std::string default_workflow_text(bool has_gpu, const std::vector<std::string>& overrides) {
   const std::string file = has_gpu ? "configs/workflows/grpo-small-gpu.yaml"
                                    : "configs/workflows/default-cpu.yaml";
   std::string head =
@@ -84,7 +84,12 @@ std::string default_workflow_text(bool has_gpu) {
       std::string(has_gpu ? " (a GPU is present)" : " (no GPU is present)") + ": " + file +
       ",\n# with every key resolved. Save it, edit it, and run it with `siesta run FILE`;\n"
       "# or change single keys with `siesta run --set key=value` (e.g. --set trainer.lr=1e-4).\n";
-  return head + to_yaml(resolve_default(has_gpu), true);
+  if (!overrides.empty()) {
+    head += "# Overrides applied:";
+    for (const auto& o : overrides) head += " --set " + o;
+    head += "\n";
+  }
+  return head + to_yaml(resolve_default(has_gpu, overrides), true);
 }
 
 }  // namespace siesta::workflows

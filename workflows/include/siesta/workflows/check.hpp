@@ -36,8 +36,9 @@ CheckedWorkflow check_default_workflow(bool has_gpu, const std::vector<std::stri
 std::string format_diagnostics(const std::vector<Diagnostic>& diagnostics);
 void print_diagnostics(std::ostream& out, const std::vector<Diagnostic>& diagnostics);
 
-// `siesta run --print-default`: the built-in workflow that `siesta run` with no file would run
-// (the GPU one when has_gpu), resolved with every key, its allowed values and its meaning.
-std::string default_workflow_text(bool has_gpu);
+// `siesta run --print-default [--set ...]`: the built-in workflow that `siesta run` with no
+// file would run (the GPU one when has_gpu), with the overrides applied, resolved with every
+// key, its allowed values and its meaning. Throws ValidationError for a bad override.
+std::string default_workflow_text(bool has_gpu, const std::vector<std::string>& overrides = {});
 
 }  // namespace siesta::workflows
