@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <thread>
 #include <spdlog/spdlog.h>
@@ -166,12 +167,16 @@ Server::Server(infer::EngineOptions engine_options, ServerOptions options)
   m.tokenizer = engine_options.tokenizer;
   m.started_unix = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::system_clock::now().time_since_epoch()).count();
+  const int max_num_seqs = engine_options.max_num_seqs;
   m.loop = std::make_unique<EngineLoop>(std::move(engine_options), m.metrics);
   std::tie(m.vocab_size, m.max_model_len) = m.loop->call([](infer::InferenceEngine& e) {
     return std::make_pair(e.model_config().vocab_size, e.max_model_len());
   });
   // Streaming responses hold a handler thread each for their whole life.
-  m.http.new_task_queue = [] { return new httplib::ThreadPool(64); };
+  // Sized so that a full batch of streaming clients (one request per sequence) fits, plus
+  // room for /health, /metrics and the dev endpoints while they stream.
+  const size_t handler_threads = size_t(std::max(64, max_num_seqs + 16));
+  m.http.new_task_queue = [handler_threads] { return new httplib::ThreadPool(handler_threads); };
   m.http.set_payload_max_length(64u << 20);
   // httplib's default also sets SO_REUSEPORT, with which a second server on the same port
   // binds silently and the kernel splits connections between the two. SO_REUSEADDR alone
