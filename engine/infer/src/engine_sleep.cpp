@@ -227,6 +227,23 @@ std::vector<WeightInfo> InferenceEngine::weight_infos() const {
   return out;
 }
 
+std::vector<WeightUpdate> InferenceEngine::weight_destinations() {
+  if (!impl_->sleep.weights_awake)
+    throw InferError(ErrorKind::Sleeping,
+                     "weight_destinations needs the weights awake; call wake_up({\"weights\"}) first");
+  std::vector<WeightUpdate> out;
+  for (const auto& t : impl_->weights.named()) out.emplace_back(t.name, t.view);
+  return out;
+}
+
+void InferenceEngine::weights_received() {
+  if (!impl_->sleep.weights_awake)
+    throw InferError(ErrorKind::Sleeping, "weights_received: the weights are asleep");
+  impl_->ops->synchronize();
+  for (const auto& t : impl_->weights.named()) impl_->written_since_wake.insert(t.name);
+  impl_->sleep.weights_valid = true;
+}
+
 std::vector<std::byte> InferenceEngine::read_weight(const std::string& name) const {
   if (!impl_->sleep.weights_awake)
     throw InferError(ErrorKind::Sleeping, "read_weight needs the weights awake");

@@ -11,6 +11,7 @@
 namespace siesta::train {
 
 double LrSchedule::lr_at(int64_t step) const {
+  step -= start_step;
   if (step < 0) step = 0;
   if (step < warmup_steps) return peak_lr * double(step + 1) / double(warmup_steps);
   if (total_steps <= 0) return peak_lr;

@@ -137,23 +137,33 @@ void TrainState::refresh_compute_copy() {
     ops_.convert(compute_.ptr, compute_dtype_, params_.ptr, DType::F32, total_);
 }
 
-void TrainState::offload() {
-  if (offloaded_) return;
-  ops_.synchronize();
-  pool_.sleep({kTagParams, kTagOptimizer}, allocator::SleepMode::Offload);
-  std::vector<allocator::Tag> dropped = {kTagGrads};
-  if (compute_.ptr) dropped.push_back(kTagCompute);
-  pool_.sleep(dropped, allocator::SleepMode::Discard);
-  offloaded_ = true;
+void TrainState::offload(bool keep_weights) {
+  if (!offloaded_) {
+    ops_.synchronize();
+    pool_.sleep({kTagOptimizer}, allocator::SleepMode::Offload);
+    pool_.sleep({kTagGrads}, allocator::SleepMode::Discard);
+    offloaded_ = true;
+  }
+  if (!keep_weights && weights_resident_) {
+    ops_.synchronize();
+    pool_.sleep({kTagParams}, allocator::SleepMode::Offload);
+    if (compute_.ptr) pool_.sleep({kTagCompute}, allocator::SleepMode::Discard);
+    weights_resident_ = false;
+  }
 }
 
 void TrainState::restore() {
   if (!offloaded_) return;
-  std::vector<allocator::Tag> tags = {kTagParams, kTagOptimizer, kTagGrads};
-  if (compute_.ptr) tags.push_back(kTagCompute);
+  std::vector<allocator::Tag> tags = {kTagOptimizer, kTagGrads};
+  const bool weights_back = !weights_resident_;
+  if (weights_back) {
+    tags.push_back(kTagParams);
+    if (compute_.ptr) tags.push_back(kTagCompute);
+  }
   pool_.wake(tags);
   offloaded_ = false;
-  refresh_compute_copy();
+  weights_resident_ = true;
+  if (weights_back) refresh_compute_copy();
   ops_.synchronize();
 }
 
@@ -224,7 +234,7 @@ BucketPlan TrainState::plan_buckets(DType dtype, uint64_t bucket_bytes) const {
 }
 
 void TrainState::pack_bucket(const BucketPlan& plan, size_t index, void* dst) const {
-  if (offloaded_) throw TrainError("TrainState::pack_bucket: the state is offloaded");
+  if (!weights_resident_) throw TrainError("TrainState::pack_bucket: the weights are offloaded");
   if (index >= plan.buckets.size())
     throw TrainError("pack_bucket: bucket " + std::to_string(index) + " of a plan with " +
                      std::to_string(plan.buckets.size()));

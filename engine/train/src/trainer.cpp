@@ -251,10 +251,10 @@ std::vector<float> Trainer::reference_logprobs(const TrainBatch& b) {
   return out;
 }
 
-void Trainer::offload_state() {
-  if (state_->offloaded()) return;
-  state_->offload();
-  pool_.sleep({kTagActivations}, allocator::SleepMode::Discard);
+void Trainer::offload_state(bool keep_weights) {
+  const bool first = !state_->offloaded();
+  state_->offload(keep_weights);
+  if (first) pool_.sleep({kTagActivations}, allocator::SleepMode::Discard);
 }
 
 void Trainer::restore_state() {

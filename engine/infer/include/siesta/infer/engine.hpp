@@ -149,6 +149,12 @@ class InferenceEngine {
   // Loads every parameter from an HF folder whose config matches this model.
   void load_weights(const std::filesystem::path& folder);
   std::vector<WeightInfo> weight_infos() const;
+  // For a weight syncer that writes every parameter in place itself (a collective receive
+  // into the engine's memory): views of the parameters on the engine's device in its dtype,
+  // valid while the weights are awake (throws Sleeping otherwise). After the last byte has
+  // landed, weights_received() marks them valid, as a complete update_weights() would.
+  std::vector<WeightUpdate> weight_destinations();
+  void weights_received();
   // Copies the current value of a parameter into host memory (dtype of the engine), for checks.
   std::vector<std::byte> read_weight(const std::string& name) const;
 

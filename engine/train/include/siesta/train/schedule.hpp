@@ -10,6 +10,7 @@ struct LrSchedule {
   double min_lr = 0;
   int64_t warmup_steps = 0;
   int64_t total_steps = 0;    // 0: constant peak_lr after warmup
+  int64_t start_step = 0;     // optimizer step at which this schedule begins (a later stage)
 
   // lr of optimizer step `step` (0-based: the first update uses lr_at(0)). Warmup ramps
   // peak * (step + 1) / warmup_steps; afterwards cosine from peak to min_lr over the

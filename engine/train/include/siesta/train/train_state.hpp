@@ -107,9 +107,13 @@ class TrainState {
   void adamw_update(double lr, int64_t step, const AdamWOptions& o);
   void refresh_compute_copy();
 
-  void offload();
+  // Moves the AdamW moments to the host backup and drops the gradients. With keep_weights the
+  // master weights (and the compute copy) stay on the device, for a weight sync that follows;
+  // a later offload(false) then moves them too.
+  void offload(bool keep_weights = false);
   void restore();
   bool offloaded() const { return offloaded_; }
+  bool weights_resident() const { return weights_resident_; }
 
   // A hash of the tensor names and shapes: what a checkpoint must match to be loaded.
   uint64_t layout_hash() const;
@@ -134,6 +138,7 @@ class TrainState {
   DType compute_dtype_ = DType::F32;
   allocator::Allocation params_, grads_, m_, v_, compute_, scratch_;
   bool offloaded_ = false;
+  bool weights_resident_ = true;   // master weights (and compute copy) mapped
   struct Run {
     int64_t offset, numel;
     bool decay;

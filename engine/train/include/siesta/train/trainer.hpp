@@ -83,7 +83,9 @@ class Trainer {
 
   // Level-1-like sleep of the trainer's own memory: params and moments to the host backup,
   // gradients, compute copy and activations dropped; restore brings it back bit-exact.
-  void offload_state();
+  // keep_weights: only the optimizer state and gradients go (the weights stay for a sync);
+  // call offload_state() again afterwards to move the weights as well.
+  void offload_state(bool keep_weights = false);
   void restore_state();
   bool state_offloaded() const { return state_->offloaded(); }
 
