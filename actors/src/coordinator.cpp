@@ -13,6 +13,7 @@ Coordinator::Coordinator(caf::scoped_actor& self, std::vector<WorkerHandles> wor
   if (workers_.empty()) throw RunError("a run needs at least one worker");
   tracing_->name(self_->address(), "coordinator");
   trainer_state_bytes_.assign(workers_.size(), 0);
+  kept_for_sync_.assign(workers_.size(), 0);
   engine_status_.resize(workers_.size());
 }
 
@@ -23,6 +24,25 @@ R Coordinator::ask(const Handle& h, const char* what, Ts&&... xs) {
   self_->request(h, timeout_, std::forward<Ts>(xs)...)
       .receive([&](R& r) { out = std::move(r); },
                [&](caf::error& e) { err = self_->system().render(e); });
+  if (!err.empty()) throw RunError(std::string(what) + " failed: " + err);
+  return out;
+}
+
+// Sends the request to every worker first, then collects the replies: collectives (the weight
+// broadcast) need every rank inside the call at once, and the GPUs work in parallel.
+template <class R, class Pick, class... Ts>
+std::vector<R> Coordinator::ask_all(Pick pick, const char* what, Ts... xs) {
+  using handle_t = decltype(self_->request(pick(workers_[0]), timeout_, xs...));
+  std::vector<handle_t> pending;
+  for (auto& w : workers_) pending.push_back(self_->request(pick(w), timeout_, xs...));
+  std::vector<R> out(workers_.size());
+  std::string err;
+  for (size_t r = 0; r < pending.size(); ++r)
+    pending[r].receive([&](R& x) { out[r] = std::move(x); },
+                       [&](caf::error& e) {
+                         if (err.empty())
+                           err = "rank " + std::to_string(r) + ": " + self_->system().render(e);
+                       });
   if (!err.empty()) throw RunError(std::string(what) + " failed: " + err);
   return out;
 }
@@ -49,29 +69,50 @@ MemorySnapshot Coordinator::memory(int rank) {
 }
 
 void Coordinator::start() {
+  auto engine = [](const WorkerHandles& w) { return w.engine; };
+  engine_status_ = ask_all<EngineStatus>(engine, "engine status", status_atom_v);
   for (size_t r = 0; r < workers_.size(); ++r) {
-    auto& w = workers_[r];
-    auto st = ask<EngineStatus>(w.engine, "engine status", status_atom_v);
-    engine_status_[r] = st;
-    reserve(int(r), "engine", "weights", st.weights_bytes);
-    reserve(int(r), "engine", "kv_cache", st.kv_cache_bytes);
-    if (plan_.offload_trainer) {
-      trainer_state_bytes_[r] = ask<uint64_t>(w.trainer, "trainer offload", offload_atom_v);
-    }
+    reserve(int(r), "engine", "weights", engine_status_[r].weights_bytes);
+    reserve(int(r), "engine", "kv_cache", engine_status_[r].kv_cache_bytes);
   }
+  // The engines start from the trainer's weights, whatever they were built with.
+  ask_all<SyncReport>([](const WorkerHandles& w) { return w.syncer; }, "initial weight sync",
+                      sync_atom_v, int64_t(sync_version_));
+  if (plan_.offload_trainer) {
+    for (size_t r = 0; r < workers_.size(); ++r)
+      if (workers_[r].trainer)
+        trainer_state_bytes_[r] =
+            ask<uint64_t>(workers_[r].trainer, "trainer offload", offload_atom_v, false);
+  }
+}
+
+void Coordinator::begin_stage(const TrainStage& stage) {
+  for (auto& w : workers_)
+    if (w.trainer) ask<int64_t>(w.trainer, "trainer stage", stage_atom_v, stage);
+}
+
+int64_t Coordinator::resume(const std::string& checkpoint_file) {
+  int64_t steps = 0;
+  for (auto& w : workers_)
+    if (w.trainer) steps = ask<int64_t>(w.trainer, "trainer resume", resume_atom_v, checkpoint_file);
+  ask_all<SyncReport>([](const WorkerHandles& w) { return w.syncer; }, "weight sync after resume",
+                      sync_atom_v, int64_t(++sync_version_));
+  return steps;
 }
 
 void Coordinator::phase(int64_t step, const std::string& name, StepRecord& rec,
                         const std::function<void()>& body) {
   for (auto& w : workers_)
     tracing_->record_phase(int(step), name, "worker/" + std::to_string(w.rank), plan_json());
+  if (on_phase_) on_phase_(step, rec.stage, name);
   auto t0 = std::chrono::steady_clock::now();
   body();
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   rec.phase_ms.emplace_back(name, ms);
   rec.step_ms += ms;
-  uint64_t used = memory(0).device_used_bytes;
-  rec.device_used_peak = std::max(rec.device_used_peak, used);
+  auto m = memory(0);
+  rec.phase_memory.push_back({m.device_used_bytes, m.engine_held_bytes});
+  rec.device_used_peak = std::max(rec.device_used_peak, m.device_used_bytes);
 }
 
 void Coordinator::run_phases(int64_t step, const std::string& stage, StepRecord& rec,
@@ -79,45 +120,58 @@ void Coordinator::run_phases(int64_t step, const std::string& stage, StepRecord&
                              const std::function<void()>& train) {
   rec.step = step;
   rec.stage = stage;
+  const size_t n = workers_.size();
+  auto engine = [](const WorkerHandles& w) { return w.engine; };
+  auto has_trainer = [&](size_t r) { return bool(workers_[r].trainer); };
   for (const auto& name : plan_.phases()) {
     phase(step, name, rec, [&] {
-      for (size_t r = 0; r < workers_.size(); ++r) {
-        auto& w = workers_[r];
-        int rank = int(r);
-        if (name == "rollout") {
-          if (r == 0) rollout();
-        } else if (name == "sleep") {
-          engine_status_[r] = ask<EngineStatus>(w.engine, "engine sleep", sleep_atom_v,
-                                                int32_t(plan_.sleep_level));
-          release(rank, "engine", "weights");
-          release(rank, "engine", "kv_cache");
-        } else if (name == "restore") {
-          reserve(rank, "trainer", "train_state", trainer_state_bytes_[r]);
-          ask<uint64_t>(w.trainer, "trainer restore", restore_atom_v);
-        } else if (name == "train") {
-          if (r == 0) {
-            rec.engine_held_while_training = memory(0).held_bytes;
-            train();
-          }
-        } else if (name == "offload") {
-          trainer_state_bytes_[r] = ask<uint64_t>(w.trainer, "trainer offload", offload_atom_v);
-          release(rank, "trainer", "train_state");
-        } else if (name == "wake_weights" || name == "wake_all" || name == "wake_kv") {
-          std::vector<std::string> tags;
-          if (name != "wake_kv") {
-            reserve(rank, "engine", "weights", engine_status_[r].weights_bytes);
-            tags.push_back("weights");
-          }
-          if (name != "wake_weights") {
-            reserve(rank, "engine", "kv_cache", engine_status_[r].kv_cache_bytes);
-            tags.push_back("kv_cache");
-          }
-          engine_status_[r] = ask<EngineStatus>(w.engine, "engine wake", wake_atom_v,
-                                                name == "wake_all" ? std::vector<std::string>{} : tags);
-        } else if (name == "sync") {
-          auto rep = ask<SyncReport>(w.syncer, "weight sync", sync_atom_v, ++sync_version_);
-          if (r == 0 && rep.seconds > 0) rec.sync_gbps = double(rep.bytes) / rep.seconds / 1e9;
+      if (name == "rollout") {
+        rollout();
+      } else if (name == "sleep") {
+        engine_status_ = ask_all<EngineStatus>(engine, "engine sleep", sleep_atom_v,
+                                               int32_t(plan_.sleep_level));
+        for (size_t r = 0; r < n; ++r) {
+          release(int(r), "engine", "weights");
+          release(int(r), "engine", "kv_cache");
         }
+      } else if (name == "restore") {
+        for (size_t r = 0; r < n; ++r)
+          if (has_trainer(r)) {
+            reserve(int(r), "trainer", "train_state", trainer_state_bytes_[r]);
+            ask<uint64_t>(workers_[r].trainer, "trainer restore", restore_atom_v);
+          }
+      } else if (name == "train") {
+        rec.engine_held_while_training = engine_status_[0].device_used_bytes;
+        train();
+      } else if (name == "offload") {
+        // Optimizer state and gradients leave; the weights stay until the sync has sent them.
+        for (size_t r = 0; r < n; ++r)
+          if (has_trainer(r)) {
+            uint64_t freed = ask<uint64_t>(workers_[r].trainer, "trainer offload", offload_atom_v, true);
+            release(int(r), "trainer", "train_state");
+            kept_for_sync_[r] = trainer_state_bytes_[r] - std::min(trainer_state_bytes_[r], freed);
+            reserve(int(r), "trainer", "sync_weights", kept_for_sync_[r]);
+          }
+      } else if (name == "wake_weights" || name == "wake_all" || name == "wake_kv") {
+        std::vector<std::string> tags;
+        for (size_t r = 0; r < n; ++r) {
+          if (name != "wake_kv") reserve(int(r), "engine", "weights", engine_status_[r].weights_bytes);
+          if (name != "wake_weights")
+            reserve(int(r), "engine", "kv_cache", engine_status_[r].kv_cache_bytes);
+        }
+        if (name == "wake_weights") tags = {"weights"};
+        if (name == "wake_kv") tags = {"kv_cache"};
+        engine_status_ = ask_all<EngineStatus>(engine, "engine wake", wake_atom_v, tags);
+      } else if (name == "sync") {
+        auto reps = ask_all<SyncReport>([](const WorkerHandles& w) { return w.syncer; },
+                                        "weight sync", sync_atom_v, int64_t(++sync_version_));
+        if (reps[0].seconds > 0) rec.sync_gbps = double(reps[0].bytes) / reps[0].seconds / 1e9;
+        if (plan_.offload_trainer)
+          for (size_t r = 0; r < n; ++r)
+            if (has_trainer(r)) {
+              ask<uint64_t>(workers_[r].trainer, "trainer offload", offload_atom_v, false);
+              release(int(r), "trainer", "sync_weights");
+            }
       }
     });
   }
@@ -134,12 +188,34 @@ StepRecord Coordinator::grpo_step(int64_t step, const RolloutOptions& ro) {
     req.temperature = ro.temperature;
     req.top_p = ro.top_p;
     req.max_new_tokens = ro.max_new_tokens;
-    req.seed = ro.seed * 1000003ull + uint64_t(step);
-    for (int i = 0; i < ro.prompts_per_step; ++i) {
+    for (int i = 0; i < ro.prompts_per_step; ++i)
       examples.push_back(task_.train_example(uint64_t(step) * uint64_t(ro.prompts_per_step) + uint64_t(i)));
-      req.prompts.push_back(examples.back().prompt);
-    }
-    batch = ask<RolloutBatch>(workers_[0].engine, "engine generate", generate_atom_v, req);
+    // Prompt i goes to engine i % workers; every engine generates its share at once.
+    const size_t n = workers_.size();
+    std::vector<RolloutRequest> reqs(n, req);
+    for (size_t w = 0; w < n; ++w) reqs[w].seed = (ro.seed * 1000003ull + uint64_t(step)) * 7919ull + w;
+    for (size_t i = 0; i < examples.size(); ++i) reqs[i % n].prompts.push_back(examples[i].prompt);
+    using handle_t = decltype(self_->request(workers_[0].engine, timeout_, generate_atom_v, req));
+    std::vector<handle_t> pending;
+    for (size_t w = 0; w < n; ++w)
+      pending.push_back(self_->request(workers_[w].engine, timeout_, generate_atom_v, reqs[w]));
+    batch = RolloutBatch{};
+    batch.step = step;
+    std::string err;
+    for (size_t w = 0; w < n; ++w)
+      pending[w].receive(
+          [&](RolloutBatch& part) {
+            for (auto& r : part.rollouts) {
+              r.prompt_index = int32_t(size_t(r.prompt_index) * n + w);
+              batch.rollouts.push_back(std::move(r));
+            }
+            batch.generated_tokens += part.generated_tokens;
+            batch.seconds = std::max(batch.seconds, part.seconds);
+          },
+          [&](caf::error& e) {
+            if (err.empty()) err = "rank " + std::to_string(w) + ": " + self_->system().render(e);
+          });
+    if (!err.empty()) throw RunError("engine generate failed: " + err);
     double sum = 0;
     for (auto& r : batch.rollouts) {
       r.reward = float(task_.reward(examples.at(size_t(r.prompt_index)), r.text));

@@ -45,7 +45,9 @@ memory_actor::behavior_type memory_manager(memory_actor::pointer self, MemoryMan
       },
       [=](sample_atom) -> MemorySnapshot {
         return MemorySnapshot{budget->capacity(), budget->held(), budget->peak_held(),
-                              device_used ? device_used() : 0, budget->holders()};
+                              device_used ? device_used() : 0, budget->holders(),
+                              budget->held_by("engine", "weights") +
+                                  budget->held_by("engine", "kv_cache")};
       },
   };
 }

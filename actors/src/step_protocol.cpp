@@ -9,15 +9,15 @@ std::vector<std::string> StepPlan::phases() const {
   if (offload_trainer) p.push_back("restore");
   p.push_back("train");
   if (offload_trainer) p.push_back("offload");
-  if (sleep_level == 1) {
-    // Level 1 keeps the engine's weights in its CPU backup and restores them: no sync. Used by
-    // evaluation phases, where the trainer's weights do not change the engine's.
-    p.push_back("wake_all");
-  } else if (wake_order == WakeOrder::WeightsFirst) {
+  if (wake_order == WakeOrder::WeightsFirst && sleep_level == 2) {
+    // Level 2 discarded the weights: wake only them, fill them by the sync, and map the KV
+    // cache last, so the sync never competes with the cache for memory.
     p.push_back("wake_weights");
     p.push_back("sync");
     p.push_back("wake_kv");
   } else {
+    // Level 1 restores the engine's old weights from its CPU backup; the trainer changed them,
+    // so the sync still runs (a level-1 step trades the sync's peak memory for a host copy).
     p.push_back("wake_all");
     p.push_back("sync");
   }

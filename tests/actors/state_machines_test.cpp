@@ -81,7 +81,9 @@ TEST(StepProtocol, Level2WeightsFirstOrder) {
   EXPECT_EQ(p.phases(), (std::vector<std::string>{"rollout", "sleep", "restore", "train", "offload",
                                                    "wake_weights", "sync", "wake_kv"}));
   p.sleep_level = 1;
-  EXPECT_EQ(p.phases().back(), "wake_all") << "level 1 restores its own weights: no sync";
+  EXPECT_EQ(p.phases(), (std::vector<std::string>{"rollout", "sleep", "restore", "train", "offload",
+                                                   "wake_all", "sync"}))
+      << "level 1 wakes everything from the CPU backup; the trained weights still need a sync";
   p = StepPlan{};
   p.wake_order = WakeOrder::All;
   p.offload_trainer = false;

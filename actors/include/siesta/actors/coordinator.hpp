@@ -40,6 +40,10 @@ struct StepRecord {
   int64_t step = 0;
   std::string stage;                         // "sft", "grpo"
   std::vector<std::pair<std::string, double>> phase_ms;  // in order
+  struct PhaseMemory {
+    uint64_t device_used = 0, engine_held = 0;   // rank 0, sampled at the end of the phase
+  };
+  std::vector<PhaseMemory> phase_memory;                 // parallel to phase_ms
   double step_ms = 0;
   double reward_mean = 0;                    // GRPO: mean rollout reward
   double loss = 0, grad_norm = 0, lr = 0;
@@ -66,11 +70,19 @@ class Coordinator {
   // Reserves what the engines and trainers hold at start and offloads the trainers' state
   // when the plan says so. Call once before the first step.
   void start();
+  // Applies a stage's trainer settings (learning rate schedule, group size, ...) on every rank.
+  void begin_stage(const TrainStage& stage);
+  // Loads a checkpoint into every trainer and syncs the engines; returns the optimizer steps.
+  int64_t resume(const std::string& checkpoint_file);
   StepRecord grpo_step(int64_t step, const RolloutOptions& ro);
   StepRecord sft_step(int64_t step);
   EvalRecord evaluate(int64_t step, int prompts, int max_new_tokens);
   std::string checkpoint(const std::string& folder);   // rank 0's trainer
   MemorySnapshot memory(int rank = 0);
+  // Called as each phase of a step starts (the progress display; tests that act mid-step).
+  using PhaseObserver = std::function<void(int64_t step, const std::string& stage,
+                                           const std::string& phase)>;
+  void on_phase(PhaseObserver f) { on_phase_ = std::move(f); }
 
  private:
   caf::scoped_actor& self_;
@@ -79,12 +91,16 @@ class Coordinator {
   std::shared_ptr<Tracing> tracing_;
   const train::Task& task_;
   caf::duration timeout_;
-  std::vector<uint64_t> trainer_state_bytes_;
+  std::vector<uint64_t> trainer_state_bytes_;   // device bytes of each trainer's full state
+  std::vector<uint64_t> kept_for_sync_;         // of which stay on the device until the sync
   std::vector<EngineStatus> engine_status_;
   int64_t sync_version_ = 0;
+  PhaseObserver on_phase_;
 
   template <class R, class Handle, class... Ts>
   R ask(const Handle& h, const char* what, Ts&&... xs);
+  template <class R, class Pick, class... Ts>
+  std::vector<R> ask_all(Pick pick, const char* what, Ts... xs);
   void run_phases(int64_t step, const std::string& stage, StepRecord& rec,
                   const std::function<void()>& rollout, const std::function<void()>& train);
   void phase(int64_t step, const std::string& name, StepRecord& rec,

@@ -76,6 +76,7 @@ struct MemorySnapshot {
   uint64_t peak_held_bytes = 0;
   uint64_t device_used_bytes = 0;
   std::string holders;
+  uint64_t engine_held_bytes = 0;   // what the engine holds (weights + KV cache)
 };
 
 struct SyncReport {
@@ -83,6 +84,18 @@ struct SyncReport {
   uint64_t bytes = 0;
   double seconds = 0;
   uint64_t peak_staging_bytes = 0;
+};
+
+// What the trainer does from now on (sent at each stage start of a workflow).
+struct TrainStage {
+  std::string kind = "grpo";      // "sft" or "grpo"
+  double lr = 1e-3, min_lr = 1e-3;
+  int64_t warmup_steps = 0, total_steps = 0;   // of this stage; 0 total = constant lr
+  int32_t group_size = 8;         // GRPO samples per prompt
+  float clip_eps = 0.2f;
+  float kl_coef = 0.f;
+  int32_t sft_examples_per_step = 32;
+  int64_t start_step = -1;        // trainer step the stage began at (resume); -1 = now
 };
 
 struct NcclId {
@@ -120,11 +133,17 @@ typename Inspector::result_type inspect(Inspector& f, MemoryRequest& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, MemorySnapshot& x) {
   return f(caf::meta::type_name("MemorySnapshot"), x.capacity_bytes, x.held_bytes,
-           x.peak_held_bytes, x.device_used_bytes, x.holders);
+           x.peak_held_bytes, x.device_used_bytes, x.holders, x.engine_held_bytes);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, SyncReport& x) {
   return f(caf::meta::type_name("SyncReport"), x.version, x.bytes, x.seconds, x.peak_staging_bytes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, TrainStage& x) {
+  return f(caf::meta::type_name("TrainStage"), x.kind, x.lr, x.min_lr, x.warmup_steps,
+           x.total_steps, x.group_size, x.clip_eps, x.kl_coef, x.sft_examples_per_step,
+           x.start_step);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NcclId& x) {
@@ -143,6 +162,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(siesta, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(siesta, (siesta::actors::MemorySnapshot))
   CAF_ADD_TYPE_ID(siesta, (siesta::actors::SyncReport))
   CAF_ADD_TYPE_ID(siesta, (siesta::actors::NcclId))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::TrainStage))
   CAF_ADD_TYPE_ID(siesta, (std::vector<siesta::actors::Rollout>))
   CAF_ADD_ATOM(siesta, siesta::actors, generate_atom, "generate")
   CAF_ADD_ATOM(siesta, siesta::actors, sleep_atom, "sleep")
@@ -158,6 +178,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(siesta, caf::first_custom_type_id)
   CAF_ADD_ATOM(siesta, siesta::actors, sample_atom, "sample")
   CAF_ADD_ATOM(siesta, siesta::actors, sync_atom, "sync")
   CAF_ADD_ATOM(siesta, siesta::actors, join_atom, "join")
+  CAF_ADD_ATOM(siesta, siesta::actors, stage_atom, "stage")
+  CAF_ADD_ATOM(siesta, siesta::actors, resume_atom, "resume")
 CAF_END_TYPE_ID_BLOCK(siesta)
 
 namespace siesta::actors {
@@ -168,14 +190,19 @@ using engine_actor = caf::typed_actor<
     caf::replies_to<generate_atom, RolloutRequest>::with<RolloutBatch>,
     caf::replies_to<sleep_atom, int32_t>::with<EngineStatus>,                   // level 1 or 2
     caf::replies_to<wake_atom, std::vector<std::string>>::with<EngineStatus>,  // tags, {} = all
-    caf::replies_to<status_atom>::with<EngineStatus>>;
+    caf::replies_to<status_atom>::with<EngineStatus>,
+    caf::replies_to<sync_atom, int64_t>::with<EngineStatus>>;  // the syncer wrote weights v
 
 using trainer_actor = caf::typed_actor<
     caf::replies_to<train_atom, RolloutBatch>::with<TrainReport>,   // GRPO on scored rollouts
     caf::replies_to<sft_atom, int64_t>::with<TrainReport>,          // one SFT step (step number)
-    caf::replies_to<offload_atom>::with<uint64_t>,                  // bytes moved to the host
-    caf::replies_to<restore_atom>::with<uint64_t>,                  // bytes brought back
-    caf::replies_to<ckpt_atom, std::string>::with<std::string>>;    // folder -> file written
+    // keep_weights: optimizer state and gradients only (the weights stay for the sync) ->
+    // device bytes this call freed
+    caf::replies_to<offload_atom, bool>::with<uint64_t>,
+    caf::replies_to<restore_atom>::with<uint64_t>,                  // device bytes mapped again
+    caf::replies_to<ckpt_atom, std::string>::with<std::string>,     // folder -> file written
+    caf::replies_to<stage_atom, TrainStage>::with<int64_t>,         // -> 0 once applied
+    caf::replies_to<resume_atom, std::string>::with<int64_t>>;      // checkpoint file -> steps
 
 using memory_actor = caf::typed_actor<
     caf::replies_to<reserve_atom, MemoryRequest>::with<uint64_t>,   // -> free bytes after

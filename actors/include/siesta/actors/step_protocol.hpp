@@ -23,7 +23,7 @@ struct StepPlan {
   bool rollout = true;                    // GRPO steps roll out; SFT steps do not
 
   // rollout, sleep, restore, train, offload, wake_weights, sync, wake_kv (level 2, weights
-  // first); level 1 keeps the engine's weights in the CPU backup, so it wakes all, no sync.
+  // first); level 1 (or wake order "all"): ..., wake_all, sync.
   std::vector<std::string> phases() const;
 };
 

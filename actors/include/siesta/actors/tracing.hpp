@@ -20,6 +20,8 @@ class Tracing {
   // writer may be null: then nothing is recorded and scopes cost one branch.
   explicit Tracing(std::shared_ptr<TraceWriter> writer) : writer_(std::move(writer)) {}
 
+  // Starts recording into writer (before the first traced message).
+  void open(std::shared_ptr<TraceWriter> writer) { writer_ = std::move(writer); }
   void name(const caf::actor_addr& a, std::string name);
   std::string name_of(const caf::strong_actor_ptr& sender) const;
   // The step and phase the coordinator is in; stamped on every line.
@@ -59,5 +61,20 @@ class Tracing {
   std::string phase_;
   boost::json::object memory_of(const std::string& rank);
 };
+
+// Runs body inside a handler, recording its reply (as to_json(reply)) or its exception in the
+// trace; an exception becomes a caf::error for the requester, so a failed call never kills the
+// actor that made it.
+template <class T, class Body, class ToJson>
+caf::result<T> traced_call(Tracing::Scope scope, Body&& body, ToJson&& to_json) {
+  try {
+    T out = body();
+    scope.ok(to_json(out));
+    return out;
+  } catch (const std::exception& e) {
+    scope.fail(e.what());
+    return caf::make_error(caf::sec::runtime_error, std::string(e.what()));
+  }
+}
 
 }  // namespace siesta::actors
