@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   std::map<CLI::App*, Runner> runners;
-  for (auto add : {add_run, add_serve, add_replay, add_trace, add_bench, add_doctor, add_version}) {
+  for (auto add : {add_run, add_serve, add_replay, add_trace, add_bench, add_doctor, add_version,
+                   add_model}) {
     auto before = app.get_subcommands([](const CLI::App*) { return true; });
     Runner r = add(app);
     for (auto* sub : app.get_subcommands([](const CLI::App*) { return true; }))
