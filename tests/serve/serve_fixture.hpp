@@ -22,7 +22,7 @@
 
 #include <boost/json.hpp>
 
-#include "process.hpp"
+#include "child_process.hpp"
 
 namespace siesta::test {
 
@@ -35,33 +35,13 @@ inline std::vector<std::string> tiny_server_args() {
           "--kv-cache-bytes", std::to_string(8u << 20)};
 }
 
-class ServerProcess {
+class ServerProcess : public ChildProcess {
  public:
   // Starts `siesta args...` with extra environment variables ("NAME=value") and waits until it
   // prints the port it listens on. Fails the test (and returns false) if it exits first.
   bool start(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
              double timeout_s = 60) {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("siesta_serve_e2e_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    std::filesystem::create_directories(dir_);
-    const std::string bin = siesta_binary();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);   // no stray server if the test process crashes
-      int out = ::open((dir_ / "out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int err = ::open((dir_ / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int in = ::open("/dev/null", O_RDONLY);
-      ::dup2(in, 0);
-      ::dup2(out, 1);
-      ::dup2(err, 2);
-      ::unsetenv("SIESTA_SERVER_DEV_MODE");
-      for (const auto& e : env) ::putenv(::strdup(e.c_str()));
-      std::vector<char*> argv{const_cast<char*>(bin.c_str())};
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execv(bin.c_str(), argv.data());
-      ::_exit(127);
-    }
+    spawn(siesta_binary(), args, env, {"SIESTA_SERVER_DEV_MODE"});
     const std::regex listening(R"(listening on http://[^:\s]+:(\d+))");
     auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -83,53 +63,13 @@ class ServerProcess {
     return false;
   }
 
-  ~ServerProcess() {
-    if (pid_ > 0 && !exit_code_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
   int port() const { return port_; }
   std::string url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
   }
-  std::string out() const { return slurp(dir_ / "out"); }
-  std::string err() const { return slurp(dir_ / "err"); }
-
-  // Sends sig and waits for the exit code (nullopt if it did not exit within timeout_s).
-  std::optional<int> stop(int sig = SIGTERM, double timeout_s = 20) {
-    if (pid_ <= 0) return std::nullopt;
-    if (!exit_code_) ::kill(pid_, sig);
-    return wait_exit(timeout_s);
-  }
-  std::optional<int> wait_exit(double timeout_s) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (auto code = poll_exit()) return code;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return std::nullopt;
-  }
 
  private:
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-  std::optional<int> poll_exit() {
-    if (exit_code_) return exit_code_;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_)
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return exit_code_;
-  }
-
-  std::filesystem::path dir_;
-  pid_t pid_ = -1;
   int port_ = -1;
-  std::optional<int> exit_code_;
 };
 
 struct HttpResult {
