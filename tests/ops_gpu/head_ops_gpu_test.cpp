@@ -146,8 +146,10 @@ TEST_F(OpsGpu, TopKAndTopPSampleOnlyFromTheKeptSet) {
     std::vector<SamplingRow> rows(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) rows[size_t(i)] = {1.f, top_k, top_p, base + uint64_t(i), 0};
     const Drawn d = draw(*ops, *logits, vocab, rows);
-    std::map<int32_t, double> f;
-    for (int32_t t : d.tokens) f[t] += 1.0 / double(n);
+    std::map<int32_t, int64_t> count;
+    for (int32_t t : d.tokens) ++count[t];
+    std::map<int32_t, double> f;   // from counts: n additions of 1/n do not sum to exactly 1
+    for (auto [t, c] : count) f[t] = double(c) / double(n);
     // Reproducible for the same requests.
     EXPECT_EQ(draw(*ops, *logits, vocab, rows).tokens, d.tokens);
     return f;
