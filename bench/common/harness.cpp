@@ -1,5 +1,9 @@
 #include "harness.hpp"
 
+#include <execinfo.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -9,6 +13,20 @@
 namespace siesta::bench {
 
 namespace {
+// Benchmarks run on a machine without a debugger: a crash prints where it happened (function
+// names thanks to -rdynamic) before the default action ends the process.
+extern "C" void on_fatal_signal(int sig) {
+  const char msg[] = "bench: fatal signal; backtrace:\n";
+  (void)!::write(2, msg, sizeof msg - 1);
+  void* frames[64];
+  ::backtrace_symbols_fd(frames, ::backtrace(frames, 64), 2);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+void install_crash_backtrace() {
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::signal(sig, on_fatal_signal);
+}
+
 std::string render(const Value& v) {
   if (auto* s = std::get_if<std::string>(&v)) return *s;
   if (auto* i = std::get_if<int64_t>(&v)) return std::to_string(*i);
@@ -38,6 +56,7 @@ std::string json_value(const Value& v) {
 }  // namespace
 
 Options parse_options(int argc, char** argv, const char* name, const char* description) {
+  install_crash_backtrace();
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
