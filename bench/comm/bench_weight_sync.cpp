@@ -116,7 +116,7 @@ void fill_random(std::byte* dst, size_t bytes, DType t) {
   // A 64 MiB block of random finite values, tiled with a shifting offset: cheap to make, and
   // no two neighbouring tensors hold the same bytes.
   const size_t seed_bytes = 64 << 20;
-  std::vector<float> f(seed_bytes / 4);
+  std::vector<float> f(seed_bytes / dtype_size(t));   // one float per element of the block
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   for (auto& x : f) x = u(rng);
