@@ -18,6 +18,7 @@ Runner add_bench(CLI::App& app);
 Runner add_doctor(CLI::App& app);
 Runner add_version(CLI::App& app);
 Runner add_model(CLI::App& app);
+Runner add_worker(CLI::App& app);
 
 // Prints "siesta: error: MSG" on stderr and returns 2.
 int usage_error(const std::string& msg);

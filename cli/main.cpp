@@ -1,4 +1,4 @@
-// The `siesta` executable: run, serve, replay, trace, bench, doctor, version.
+// The `siesta` executable: run, worker, serve, replay, trace, bench, doctor, version, model.
 #include <iostream>
 #include <map>
 
@@ -20,8 +20,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
   std::map<CLI::App*, Runner> runners;
-  for (auto add : {add_run, add_serve, add_replay, add_trace, add_bench, add_doctor, add_version,
-                   add_model}) {
+  for (auto add : {add_run, add_worker, add_serve, add_replay, add_trace, add_bench, add_doctor,
+                   add_version, add_model}) {
     auto before = app.get_subcommands([](const CLI::App*) { return true; });
     Runner r = add(app);
     for (auto* sub : app.get_subcommands([](const CLI::App*) { return true; }))

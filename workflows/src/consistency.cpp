@@ -103,6 +103,16 @@ void check_consistency(const WorkflowSpec& s, const LocationMap& locations,
            "workers_per_node equal to gpus (" + std::to_string(s.devices.gpus) + ")");
   }
 
+  if (s.devices.nodes > 1 && s.devices.launch == Launch::InProcess)
+    c.fail("devices.launch",
+           "in_process runs every rank inside `siesta run`, so it cannot use " +
+               std::to_string(s.devices.nodes) + " nodes",
+           "processes or external with devices.nodes > 1");
+  if (s.devices.master_port == 0 && (s.devices.nodes > 1 || s.devices.launch == Launch::External))
+    c.fail("devices.master_port",
+           "0 picks a free port that workers started elsewhere cannot know",
+           "a fixed port 1..65535 with launch external or devices.nodes > 1");
+
   if (s.devices.nodes > 1 && is_loopback(s.devices.master_addr))
     c.fail("devices.master_addr",
            "'" + s.devices.master_addr + "' cannot be reached from the other " +

@@ -19,7 +19,6 @@
 #include "siesta/comm/host_transport.hpp"
 #include "siesta/comm/nccl_transport.hpp"
 #include "siesta/kernels/device.hpp"
-#include "siesta/model/presets.hpp"
 #include "siesta/workflows/actor_records.hpp"
 #include "siesta/workflows/diagnostics.hpp"
 #include "siesta/workflows/load.hpp"
@@ -27,72 +26,14 @@
 #include "siesta/workflows/progress.hpp"
 #include "siesta/workflows/run_report.hpp"
 
+#include "runner_options.hpp"
+#include "runner_remote.hpp"
+
 namespace siesta::workflows {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
-
-siesta::Device pick_device(const WorkflowSpec& s) {
-  const bool gpu = kernels::cuda_available();
-  if (s.devices.device == Device::Cuda && !gpu)
-    throw WorkflowError(
-        "devices.device is cuda, but no CUDA device is visible (`siesta doctor` says why); "
-        "use devices.device: cpu or auto");
-  if (s.devices.device == Device::Cpu || !gpu) return siesta::Device::cpu();
-  return siesta::Device::cuda(0);
-}
-
-actors::WorkerOptions worker_options(const WorkflowSpec& s, siesta::Device device, int rank) {
-  actors::WorkerOptions w;
-  w.rank = rank;
-  w.model = s.model;
-  w.device = device;
-  w.task = task_spec_of(s);
-  w.seed = uint64_t(s.seeds.global);
-  w.host_trainer = rank == 0;
-  const int seq = longest_sequence_tokens(s);
-  if (seq > s.engine.max_model_len)
-    throw WorkflowError("engine.max_model_len " + std::to_string(s.engine.max_model_len) +
-                        " is shorter than the task's longest sequence (" + std::to_string(seq) +
-                        " tokens: prompt, answer and markers); raise engine.max_model_len to at "
-                        "least " + std::to_string(seq));
-
-  auto& e = w.engine;
-  e.max_num_seqs = s.engine.max_batch;
-  e.block_size = s.engine.block_size;
-  e.max_model_len = s.engine.max_model_len;
-  e.enable_cuda_graphs = s.engine.cuda_graphs;
-  e.seed = uint64_t(s.seeds.global);
-  if (s.engine.kv_cache_bytes) {
-    e.kv_cache_bytes = *s.engine.kv_cache_bytes;
-  } else if (s.engine.gpu_memory_utilization) {
-    e.kv_cache_memory_fraction = *s.engine.gpu_memory_utilization;
-  } else {
-    // Room for max_batch sequences of max_model_len tokens (K and V of every layer).
-    auto cfg = model::resolve_model_config(s.model);
-    const uint64_t elem = device.is_cuda() ? 2 : 4;
-    const uint64_t per_token = 2ull * uint64_t(cfg.num_hidden_layers) *
-                               uint64_t(cfg.num_key_value_heads) * uint64_t(cfg.head_dim > 0 ? cfg.head_dim : cfg.hidden_size / cfg.num_attention_heads) * elem;
-    const uint64_t blocks_per_seq =
-        (uint64_t(s.engine.max_model_len) + uint64_t(s.engine.block_size) - 1) /
-        uint64_t(s.engine.block_size);
-    e.kv_cache_bytes = uint64_t(s.engine.max_batch) * blocks_per_seq *
-                       uint64_t(s.engine.block_size) * per_token;
-  }
-
-  auto& t = w.trainer;
-  t.adamw.beta1 = float(s.trainer.betas[0]);
-  t.adamw.beta2 = float(s.trainer.betas[1]);
-  t.adamw.eps = float(s.trainer.eps);
-  t.adamw.weight_decay = float(s.trainer.weight_decay);
-  t.max_grad_norm = s.trainer.grad_clip;
-  t.max_seq_len = seq;
-  int rows = s.trainer.micro_batch;
-  t.micro_batch_rows = rows;
-  t.lr = train::LrSchedule{s.trainer.lr, s.trainer.lr, 0, 0};
-  return w;
-}
 
 // The transports of an in-process run of n workers (one per GPU, or n CPU ranks).
 std::vector<std::shared_ptr<comm::Transport>> make_transports(int n, siesta::Device device) {
@@ -209,20 +150,39 @@ std::vector<json::object> truncate_metrics(const fs::path& file, int64_t steps_d
   return kept;
 }
 
-json::object trace_header(const WorkflowSpec& spec, siesta::Device device,
-                          const std::vector<std::unique_ptr<actors::LocalWorker>>& workers) {
+// Where each rank runs: the trace header's devices and the start event's ranks.
+struct RankInfo {
+  int rank = 0;
+  std::string device, host;
+  int pid = 0;
+  uint64_t budget_bytes = 0, free_bytes = 0;
+};
+
+RankInfo local_rank_info(int rank, siesta::Device device, actors::LocalWorker& w) {
+  auto m = w.pool().device_memory();
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return RankInfo{rank, device.str(), host, int(::getpid()), m.total_bytes, m.free_bytes};
+}
+
+json::object trace_header(const WorkflowSpec& spec, const std::vector<RankInfo>& ranks) {
   json::array devices;
-  for (size_t r = 0; r < workers.size(); ++r) {
-    auto m = workers[r]->pool().device_memory();
-    devices.push_back(json::object{{"rank", r},
-                                   {"device", device.is_cuda() ? "cuda:" + std::to_string(r) : "cpu"},
-                                   {"budget_bytes", m.total_bytes},
-                                   {"free_bytes", m.free_bytes}});
-  }
+  for (const auto& r : ranks)
+    devices.push_back(json::object{{"rank", r.rank},
+                                   {"device", r.device},
+                                   {"budget_bytes", r.budget_bytes},
+                                   {"free_bytes", r.free_bytes}});
   return json::object{{"workflow", spec.name},
                       {"config", to_yaml(spec, false)},
                       {"seeds", json::object{{"global", spec.seeds.global}, {"data", spec.seeds.data}}},
                       {"devices", devices}};
+}
+
+json::array ranks_json(const std::vector<RankInfo>& ranks) {
+  json::array out;
+  for (const auto& r : ranks)
+    out.push_back(json::object{{"rank", r.rank}, {"device", r.device}, {"host", r.host}, {"pid", r.pid}});
+  return out;
 }
 
 }  // namespace
@@ -249,13 +209,15 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
   const fs::path ckpt_dir = res.run_dir / "checkpoints";
   const auto device = pick_device(spec);
   const int n = spec.devices.workers_per_node * spec.devices.nodes;
-  if (spec.devices.nodes > 1)
+  const bool in_process = spec.devices.launch == Launch::InProcess;
+  if (in_process && spec.devices.nodes > 1)
     throw WorkflowError("devices.nodes " + std::to_string(spec.devices.nodes) +
-                        ": `siesta run` drives the workers of one node in one process; "
-                        "multi-node runs are not supported by this build");
-  if (device.is_cuda() && n > int(kernels::cuda_status().gpus.size()))
-    throw WorkflowError(std::to_string(n) + " workers asked for, but " +
-                        std::to_string(int(kernels::cuda_status().gpus.size())) + " GPU(s) are visible");
+                        " needs worker processes: set devices.launch to processes or external");
+  const int gpus_visible = int(kernels::cuda_status().gpus.size());
+  if (device.is_cuda() && spec.devices.workers_per_node > gpus_visible)
+    throw WorkflowError(std::to_string(spec.devices.workers_per_node) +
+                        " workers per node asked for, but " + std::to_string(gpus_visible) +
+                        " GPU(s) are visible");
 
   std::vector<json::object> old_events;
   if (resuming) old_events = truncate_metrics(res.run_dir / "metrics.jsonl", saved.steps_done);
@@ -266,34 +228,54 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
 
   caf::actor_system_config cfg;
   actors::register_types(cfg);
+  if (!in_process) cfg.load<caf::io::middleman>();   // worker processes join over TCP
   cfg.set("logger.console", caf::atom("none"));
   caf::actor_system sys{cfg};
 
   // The trace is opened once the workers exist (its header lists their devices); the workers
   // register their actor names with the tracing object before that.
   auto tracing = std::make_shared<actors::Tracing>(nullptr);
-  std::vector<std::unique_ptr<actors::LocalWorker>> workers;
+  std::vector<std::unique_ptr<actors::LocalWorker>> workers;   // the ranks in this process
+  std::unique_ptr<RemoteRanks> remote;                         // the others (launch != in_process)
+  std::vector<actors::WorkerHandles> handles;                   // every rank, in rank order
+  std::vector<RankInfo> ranks;
   int64_t step = saved.steps_done, train_steps = saved.train_steps;
   try {
-    auto transports = make_transports(n, device);
-    for (int r = 0; r < n; ++r) {
-      auto wo = worker_options(spec, device.is_cuda() ? siesta::Device::cuda(r) : device, r);
-      wo.transport = transports[size_t(r)];
+    if (in_process) {
+      auto transports = make_transports(n, device);
+      for (int r = 0; r < n; ++r) {
+        auto dev = device.is_cuda() ? siesta::Device::cuda(r) : device;
+        auto wo = worker_options(spec, dev, r);
+        wo.transport = transports[size_t(r)];
+        workers.push_back(std::make_unique<actors::LocalWorker>(sys, std::move(wo), tracing));
+        handles.push_back(workers.back()->handles());
+        ranks.push_back(local_rank_info(r, dev, *workers.back()));
+      }
+    } else {
+      remote = std::make_unique<RemoteRanks>(sys, spec, device, opt.worker_program);
+      auto wo = worker_options(spec, device, 0);
+      wo.transport = remote->start();
       workers.push_back(std::make_unique<actors::LocalWorker>(sys, std::move(wo), tracing));
+      handles.push_back(workers.back()->handles());
+      ranks.push_back(local_rank_info(0, device, *workers.back()));
+      // Guarded handles: the coordinator drives them exactly like rank 0's.
+      for (const auto& w : remote->wait_ready()) {
+        handles.push_back(w.handles);
+        ranks.push_back({w.handles.rank, w.device, w.host, w.pid, w.budget_bytes, w.free_bytes});
+      }
     }
     if (spec.outputs.trace) {
       fs::path tp = res.run_dir / (resuming ? "trace.resume-" + timestamp() + ".jsonl" : "trace.jsonl");
-      tracing->open(std::make_shared<actors::TraceWriter>(tp, trace_header(spec, device, workers)));
+      tracing->open(std::make_shared<actors::TraceWriter>(tp, trace_header(spec, ranks)));
     }
   } catch (const std::exception& e) {
     res.exit_code = 1;
     res.error = e.what();
     if (metrics) metrics->write("error", {{"message", res.error}});
+    if (remote) remote->finish(1, res.error);
     return res;
   }
 
-  std::vector<actors::WorkerHandles> handles;
-  for (auto& w : workers) handles.push_back(w->handles());
   caf::scoped_actor self{sys};
   actors::StepPlan plan;
   plan.sleep_level = spec.engine.sleep_level.train;
@@ -336,6 +318,12 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
     metric("checkpoint", {{"step", step}, {"file", file}});
   };
 
+  // A worker lost between requests (while rank 0 trained, say) ends the run at the next step.
+  auto check_workers = [&] {
+    if (remote)
+      if (auto lost = remote->lost()) throw actors::RunError(*lost);
+  };
+
   const int default_eval_tokens = task.max_answer_chars() + 1;
   try {
     coord.start();
@@ -344,7 +332,7 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
       progress.message("resumed " + res.run_dir.string() + " after step " + std::to_string(step));
     } else {
       metric("start", {{"workflow", spec.name}, {"device", device.str()}, {"workers", n},
-                       {"total_steps", total}});
+                       {"total_steps", total}, {"ranks", ranks_json(ranks)}});
       if (spec.schedule.eval_every > 0) eval_pass(default_eval_tokens, "start");
     }
     int64_t stage_first = 0;   // global step number before the stage's first step
@@ -381,6 +369,7 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
         coord.begin_stage(ts);
       }
       for (int64_t i = done_in_stage; i < steps; ++i) {
+        check_workers();
         if (opt.stop_requested && opt.stop_requested->load()) {
           interrupted = true;
           break;
@@ -426,6 +415,7 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
       if (interrupted) break;
       stage_first += steps;
     }
+    check_workers();
     checkpoint();
     if (interrupted) {
       res.exit_code = 130;
@@ -438,11 +428,23 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
   } catch (const std::exception& e) {
     res.exit_code = 1;
     res.error = e.what();
+    // Name the lost worker first: the request that failed may be another rank's (rank 0's
+    // broadcast breaks off when its peer dies). No checkpoint: the step did not complete, so
+    // the last one written stays the one --resume continues from.
+    if (remote)
+      if (auto why = remote->explain_loss()) {
+        // "engine wake failed: rank 1: <the loss again>" -> "during engine wake".
+        std::string what = e.what(), during = what;
+        if (auto lost = remote->lost(); lost && what.find(*lost) != std::string::npos)
+          during = "during " + what.substr(0, what.find(" failed"));
+        res.error = *why + "; the run stopped in step " + std::to_string(step) + " (" + during + ")";
+      }
     metric("error", {{"step", step}, {"message", res.error}});
   }
   progress.finish();
   res.steps_done = step;
   for (auto& w : workers) w->stop();
+  if (remote) remote->finish(res.exit_code, res.exit_code == 0 ? "completed" : res.error);
   try {
     if (spec.outputs.report && !report.records().empty()) {
       report.write(res.run_dir);

@@ -159,10 +159,15 @@ void describe_workflow(SchemaVisitor& v, WorkflowSpec& s) {
     integer(v, "workers_per_node", s.devices.workers_per_node, {1, 64},
             "worker processes per node; on cuda one per GPU");
     integer(v, "nodes", s.devices.nodes, {1, 1024}, "nodes (torchrun-style launch)");
+    choice(v, "launch", s.devices.launch, {{"in_process", "processes", "external"}},
+           "in_process: every rank in this process; processes: `siesta run` starts a "
+           "`siesta worker` per rank of its node; external: ranks 1.. are `siesta worker`s "
+           "started elsewhere (torchrun, Slurm)");
     v.text("master_addr", s.devices.master_addr, {"a host name or IP address", check_nonempty},
            "coordinator address (MASTER_ADDR overrides)");
-    integer(v, "master_port", s.devices.master_port, {1, 65535},
-            "coordinator port (MASTER_PORT overrides)");
+    integer(v, "master_port", s.devices.master_port, {0, 65535},
+            "coordinator port (MASTER_PORT overrides); 0 = a free one, when every worker is "
+            "started by `siesta run`");
   });
 
   v.section("engine", "the inference engine", [&] {

@@ -25,6 +25,15 @@ const char* to_string(Transport t) {
   return "?";
 }
 
+const char* to_string(Launch l) {
+  switch (l) {
+    case Launch::InProcess: return "in_process";
+    case Launch::Processes: return "processes";
+    case Launch::External: return "external";
+  }
+  return "?";
+}
+
 const char* to_string(WakeOrder w) { return w == WakeOrder::WeightsFirst ? "weights_first" : "all"; }
 
 const char* to_string(Precision p) {

@@ -7,6 +7,10 @@
 //
 // Every sleep, wake and large allocation asks the memory manager first (reserve/release), so a
 // wake that would not fit is refused with the numbers before the driver is touched.
+//
+// In a multi-process run a worker process joins the coordinator through the join actor
+// (JoinInfo out, JoinedWorker back; see worker_join.hpp), and every message here then crosses
+// CAF's middleman: each type is in the type-ID block below, which register_types() registers.
 #pragma once
 
 #include <array>
@@ -102,6 +106,23 @@ struct NcclId {
   std::array<uint8_t, 128> bytes{};
 };
 
+// ---- multi-process runs: a worker process joins the coordinator ----------------------------
+
+// What the coordinator tells a joining worker process: the run, and where its weight transport
+// meets (rank 0 hosts it).
+struct JoinInfo {
+  std::string workflow_yaml;   // the resolved workflow; the worker builds its rank from it
+  int32_t world_size = 1;
+  std::string transport;       // "host" (CPU) or "nccl" (CUDA)
+  std::string host_addr;       // host transport: rank 0 listens at host_addr:host_port
+  uint16_t host_port = 0;
+  uint64_t session_id = 0;     // host transport: peers of another run are refused
+  NcclId nccl_id;              // nccl: the communicator's unique id
+};
+
+struct WorkerHandles;
+struct JoinedWorker;
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, RolloutRequest& x) {
   return f(caf::meta::type_name("RolloutRequest"), x.step, x.prompts, x.n, x.temperature, x.top_p,
@@ -149,6 +170,11 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, NcclId& x) {
   return f(caf::meta::type_name("NcclId"), x.bytes);
 }
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, JoinInfo& x) {
+  return f(caf::meta::type_name("JoinInfo"), x.workflow_yaml, x.world_size, x.transport,
+           x.host_addr, x.host_port, x.session_id, x.nccl_id);
+}
 
 }  // namespace siesta::actors
 
@@ -164,6 +190,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(siesta, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(siesta, (siesta::actors::NcclId))
   CAF_ADD_TYPE_ID(siesta, (siesta::actors::TrainStage))
   CAF_ADD_TYPE_ID(siesta, (std::vector<siesta::actors::Rollout>))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::JoinInfo))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::WorkerHandles))
+  CAF_ADD_TYPE_ID(siesta, (siesta::actors::JoinedWorker))
   CAF_ADD_ATOM(siesta, siesta::actors, generate_atom, "generate")
   CAF_ADD_ATOM(siesta, siesta::actors, sleep_atom, "sleep")
   CAF_ADD_ATOM(siesta, siesta::actors, wake_atom, "wake")
@@ -180,6 +209,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(siesta, caf::first_custom_type_id)
   CAF_ADD_ATOM(siesta, siesta::actors, join_atom, "join")
   CAF_ADD_ATOM(siesta, siesta::actors, stage_atom, "stage")
   CAF_ADD_ATOM(siesta, siesta::actors, resume_atom, "resume")
+  CAF_ADD_ATOM(siesta, siesta::actors, ready_atom, "ready")
+  CAF_ADD_ATOM(siesta, siesta::actors, done_atom, "done")
 CAF_END_TYPE_ID_BLOCK(siesta)
 
 namespace siesta::actors {
@@ -216,12 +247,39 @@ using syncer_actor = caf::typed_actor<
 struct WorkerHandles {
   int32_t rank = 0;
   engine_actor engine;
-  trainer_actor trainer;
+  trainer_actor trainer;   // null on ranks without a trainer
   memory_actor memory;
   syncer_actor syncer;
 };
 
-// Registers the message types above with a CAF config (both processes of a remote run).
+// What a worker process hands the coordinator once its actors run.
+struct JoinedWorker {
+  WorkerHandles handles;
+  caf::actor control;      // answers (done_atom, exit code, reason): the run ended, exit
+  std::string host;        // where the process runs, for messages
+  int32_t pid = 0;
+  std::string device;      // "cpu", "cuda:1"
+  uint64_t budget_bytes = 0, free_bytes = 0;   // device memory at join (the trace header)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WorkerHandles& x) {
+  return f(caf::meta::type_name("WorkerHandles"), x.rank, x.engine, x.trainer, x.memory, x.syncer);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, JoinedWorker& x) {
+  return f(caf::meta::type_name("JoinedWorker"), x.handles, x.control, x.host, x.pid, x.device,
+           x.budget_bytes, x.free_bytes);
+}
+
+// The coordinator's join point, published on MASTER_PORT: a worker process asks for the run
+// (its rank, the world size it was started with), builds its actors, then reports them ready.
+using join_actor = caf::typed_actor<
+    caf::replies_to<join_atom, int32_t, int32_t>::with<JoinInfo>,   // rank, world size
+    caf::replies_to<ready_atom, JoinedWorker>::with<int32_t>>;      // -> its rank
+
+// Registers the message types above with a CAF config: both processes of a remote run need it,
+// since only registered types cross the middleman.
 void register_types(caf::actor_system_config& cfg);
 
 }  // namespace siesta::actors

@@ -1,5 +1,7 @@
 // Runs a validated workflow: builds the workers (pool, engine, trainer and their actors) on the
-// chosen device, drives every stage through the coordinator, and writes the run folder:
+// chosen device, in this process or, with devices.launch processes / external, rank 0 here and
+// the other ranks in `siesta worker` processes (see worker.hpp); drives every stage through the
+// coordinator, and writes the run folder:
 //   workflow.yaml   the resolved workflow (what --resume reruns)
 //   metrics.jsonl   one event per step / eval / checkpoint (flushed per line)
 //   trace.jsonl     the message trace (outputs.trace), replayable with `siesta replay`
@@ -20,11 +22,14 @@ struct RunOptions {
   std::filesystem::path resume_dir;
   // Set (e.g. by SIGINT) to stop after the current step: a checkpoint is written first.
   const std::atomic<bool>* stop_requested = nullptr;
+  // The siesta executable that devices.launch: processes starts workers with (`PROGRAM
+  // worker`); empty = this process's own executable.
+  std::string worker_program;
 };
 
 struct RunResult {
   std::filesystem::path run_dir;
-  int exit_code = 0;          // 0 done; 1 failed; 130 interrupted (checkpoint written)
+  int exit_code = 0;          // 0 done; 1 failed (a lost worker too); 130 interrupted
   int64_t steps_done = 0;     // over the whole run, including steps before a resume
   double first_eval_reward = -1, last_eval_reward = -1;   // -1 = no eval ran
   std::string error;          // why it failed

@@ -16,6 +16,7 @@ namespace siesta::workflows {
 
 enum class Device { Auto, Cpu, Cuda };
 enum class Transport { Auto, Nccl, Host };
+enum class Launch { InProcess, Processes, External };
 enum class WakeOrder { WeightsFirst, All };
 enum class Precision { Auto, Bf16, Fp32 };
 enum class Optimizer { AdamW };
@@ -28,6 +29,9 @@ struct DevicesSpec {
   int gpus = 1;                        // GPUs per node (device cuda)
   int workers_per_node = 1;            // worker processes per node; one per GPU on cuda
   int nodes = 1;
+  // in_process: every rank in the `siesta run` process; processes: `siesta run` starts a
+  // `siesta worker` process per rank of its node; external: ranks 1.. are started elsewhere.
+  Launch launch = Launch::InProcess;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
 };
@@ -143,6 +147,7 @@ struct WorkflowSpec {
 // Spellings used in YAML (and in to_yaml / the README).
 const char* to_string(Device);
 const char* to_string(Transport);
+const char* to_string(Launch);
 const char* to_string(WakeOrder);
 const char* to_string(Precision);
 const char* to_string(Optimizer);
