@@ -14,7 +14,7 @@ exclude="$(git rev-parse --git-dir)/info/exclude"; mkdir -p "$(dirname "$exclude
 grep -qxF '/.device*/' "$exclude" 2>/dev/null || echo '/.device*/' >> "$exclude"
 rm -rf "$OUT" && mkdir -p "$OUT/lib"
 
-bins=("$BUILD_DIR"/bin/siesta "$BUILD_DIR"/bin/bench_* "$BUILD_DIR"/bin/example_*)
+bins=("$BUILD_DIR"/bin/siesta "$BUILD_DIR"/bin/bench_* "$BUILD_DIR"/bin/embed_*)
 test_glob='test_*_gpu'
 [[ ${SIESTA_BUNDLE_TESTS:-gpu} == all ]] && test_glob='test_*'
 while IFS= read -r t; do bins+=("$t"); done < <(find "$BUILD_DIR/tests" -maxdepth 2 -type f -name "$test_glob" -perm -u+x)
@@ -29,7 +29,7 @@ done
 skip='^(linux-vdso|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|ld-linux|libstdc\+\+|libgcc_s|libcuda\.so|libnccl|libcublas|libcudart)'
 # OpenBLAS (and its Fortran runtime) is installed on the GPU machine and is 36 MB here.
 [[ ${SIESTA_BUNDLE_OPENBLAS:-0} == 1 ]] || skip="${skip%)}|libopenblas|libgfortran|libquadmath)"
-for b in "$OUT"/siesta "$OUT"/test_* "$OUT"/bench_* "$OUT"/example_*; do
+for b in "$OUT"/siesta "$OUT"/test_* "$OUT"/bench_* "$OUT"/embed_*; do
   [[ -f "$b" ]] || continue
   ldd "$b" | awk '/=> \// {print $1, $3}' | while read -r name path; do
     [[ "$name" =~ $skip ]] && continue

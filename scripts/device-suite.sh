@@ -43,6 +43,7 @@ items=(
   "bench_decode|120|"
   "?bench_serving|120|"
   "bench_weight_sync|120|"
+  "bench_actors|90|"
   "bench_sleep_wake|180|"
   "bench_allocator|200|--warmup 1 --repeats 3"
 )
