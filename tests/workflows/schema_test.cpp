@@ -66,7 +66,7 @@ TEST(WorkflowSchema, PartialFileKeepsDefaultsForMissingKeys) {
 }
 
 TEST(WorkflowSchema, ShippedConfigsValidate) {
-  for (const char* name : {"default-cpu.yaml", "grpo-small-gpu.yaml", "grpo-2gpu.yaml"}) {
+  for (const char* name : {"default-cpu.yaml", "grpo-small-gpu.yaml", "grpo-2gpu.yaml", "grpo-4gpu.yaml"}) {
     SCOPED_TRACE(name);
     WorkflowSpec s;
     ASSERT_NO_THROW(s = load_workflow(configs() / name));
@@ -83,6 +83,9 @@ TEST(WorkflowSchema, ShippedConfigsValidate) {
   EXPECT_EQ(two.devices.gpus, 2);
   EXPECT_EQ(two.devices.workers_per_node, 2);
   EXPECT_EQ(two.devices.transport, Transport::Nccl);
+  auto four = load_workflow(configs() / "grpo-4gpu.yaml");
+  EXPECT_EQ(four.devices.gpus, 4);
+  EXPECT_EQ(four.devices.workers_per_node, 4);
 }
 
 TEST(WorkflowSchema, BuiltInDefaultIsTheCpuConfigFile) {
