@@ -20,34 +20,31 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-actors::WorkerOptions worker_options(bool gpu) {
+actors::WorkerOptions worker_options(bool gpu, const StepShape& sh) {
   actors::WorkerOptions w;
   w.seed = 1;
   w.task = train::TaskSpec{.kind = train::TaskKind::Sorting, .min_len = 2, .max_len = gpu ? 8 : 4};
-  w.engine.max_model_len = 64;
-  w.trainer.max_seq_len = 64;
-  if (gpu) {
-    w.model = "small";
-    w.device = Device::cuda(0);
-    w.engine.max_num_seqs = 256;
-    w.engine.kv_cache_bytes = 256ull << 20;
-    w.trainer.micro_batch_rows = 64;
-  } else {
-    w.model = "tiny";
-    w.device = Device::cpu();
-    w.engine.max_num_seqs = 64;
-    w.engine.kv_cache_bytes = 4ull << 20;
-    w.trainer.micro_batch_rows = 64;
-  }
+  // Room for the prompt (<= 2 x 8 characters and markers) and the rollout.
+  w.engine.max_model_len = 32 + sh.max_new_tokens;
+  w.trainer.max_seq_len = w.engine.max_model_len;
+  w.model = sh.preset;
+  w.device = gpu ? Device::cuda(0) : Device::cpu();
+  w.engine.max_num_seqs = sh.prompts * sh.group;
+  w.engine.kv_cache_bytes = sh.kv_cache_bytes;
+  w.trainer.micro_batch_rows = sh.micro_batch_rows;
   return w;
 }
 
 }  // namespace
 
-StepOverhead measure_step_overhead(bool gpu, int warmup_steps, int steps) {
+StepShape cpu_step() { return {}; }
+StepShape gpu_short_step() { return {"small", 32, 8, 9, 256ull << 20, 64}; }
+StepShape gpu_long_step() { return {"0.5b", 32, 8, 256, 8ull << 30, 16}; }
+
+StepOverhead measure_step_overhead(bool gpu, const StepShape& sh, int warmup_steps, int steps) {
   namespace fs = std::filesystem;
   StepOverhead out;
-  auto w = worker_options(gpu);
+  auto w = worker_options(gpu, sh);
   out.device = w.device.str();
   out.preset = w.model;
   out.steps = steps;
@@ -62,12 +59,12 @@ StepOverhead measure_step_overhead(bool gpu, int warmup_steps, int steps) {
     c.start();
     actors::TrainStage stage;
     stage.lr = stage.min_lr = gpu ? 2e-4 : 5e-4;
-    stage.group_size = 8;
+    stage.group_size = sh.group;
     c.begin_stage(stage);
     actors::RolloutOptions opt;
-    opt.prompts_per_step = gpu ? 32 : 8;
-    opt.group_size = 8;
-    opt.max_new_tokens = gpu ? 9 : 5;
+    opt.prompts_per_step = sh.prompts;
+    opt.group_size = sh.group;
+    opt.max_new_tokens = sh.max_new_tokens;
     opt.seed = 1;
     for (int s = 1; s <= warmup_steps + steps; ++s) {
       auto t0 = std::chrono::steady_clock::now();

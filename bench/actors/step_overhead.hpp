@@ -22,7 +22,20 @@ struct StepOverhead {
   std::string check = "ok";     // the trace holds each step's generate, train and sync
 };
 
-// gpu: the small preset on cuda:0 (needs a CUDA build and a GPU); otherwise tiny on the CPU.
-StepOverhead measure_step_overhead(bool gpu, int warmup_steps, int steps);
+// The step measured: a preset and the length of its rollouts. The orchestration cost per step is
+// about fixed (some 26 requests), so its share depends on how much work a step holds: the short
+// answers of the sorting task make a toy step; reasoning-length rollouts make a real one.
+struct StepShape {
+  std::string preset = "tiny";
+  int prompts = 8, group = 8, max_new_tokens = 5;
+  uint64_t kv_cache_bytes = 4ull << 20;
+  int micro_batch_rows = 64;
+};
+StepShape cpu_step();            // tiny, sorting answers (5 tokens)
+StepShape gpu_short_step();      // small, sorting answers (9 tokens), 256 rollouts
+StepShape gpu_long_step();       // 0.5b, 256-token rollouts, 256 of them
+
+// On cuda:0 when gpu (needs a CUDA build and a GPU), otherwise on the CPU.
+StepOverhead measure_step_overhead(bool gpu, const StepShape& shape, int warmup_steps, int steps);
 
 }  // namespace siesta::bench
