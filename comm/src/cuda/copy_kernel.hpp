@@ -24,7 +24,10 @@ struct CopySeg {
 };
 static_assert(sizeof(CopySeg) == 40);
 
-constexpr uint64_t kChunkBytes = 64 << 10;
+// Plain copies move more per block (fewer blocks, longer unrolled runs); casts, element by
+// element, need more blocks to keep the memory system busy.
+constexpr uint64_t kChunkBytes = 256 << 10;
+constexpr uint64_t kCastChunkBytes = 64 << 10;
 
 struct CopyLaunch {
   size_t first_seg = 0, num_segs = 0;
