@@ -12,38 +12,14 @@
 
 #include "child_process.hpp"
 #include "process.hpp"
+#include "run_folder.hpp"
 
 using namespace siesta::test;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
-namespace {
-
-fs::path fresh_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("siesta_run_e2e_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
-
-std::vector<json::object> events(const fs::path& metrics) {
-  std::vector<json::object> out;
-  std::ifstream f(metrics);
-  for (std::string line; std::getline(f, line);)
-    if (!line.empty()) out.push_back(json::parse(line).as_object());
-  return out;
-}
-
-std::vector<json::object> of_kind(const std::vector<json::object>& ev, const std::string& kind) {
-  std::vector<json::object> out;
-  for (const auto& e : ev)
-    if (e.at("event").as_string() == kind) out.push_back(e);
-  return out;
-}
-
-}  // namespace
-
 TEST(RunE2E, DefaultWorkflowLearnsAndLeavesAReplayableRunFolder) {
-  auto dir = fresh_dir("default");
+  auto dir = fresh_dir("siesta_run_e2e", "default");
   auto r = run_siesta({"run", "--set", "outputs.run_dir=" + dir.string()}, "", 600);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("built-in default"), std::string::npos) << r.err;
@@ -51,7 +27,7 @@ TEST(RunE2E, DefaultWorkflowLearnsAndLeavesAReplayableRunFolder) {
                  "checkpoints/state.json", "checkpoints/trainer.ckpt"})
     EXPECT_TRUE(fs::exists(dir / f)) << f;
 
-  auto ev = events(dir / "metrics.jsonl");
+  auto ev = metric_events(dir / "metrics.jsonl");
   auto steps = of_kind(ev, "step");
   // 60 SFT + 200 GRPO + 1 eval step, numbered 1.. without gaps.
   ASSERT_EQ(steps.size(), 261u);
@@ -80,7 +56,7 @@ TEST(RunE2E, DefaultWorkflowLearnsAndLeavesAReplayableRunFolder) {
 }
 
 TEST(RunE2E, BadWorkflowStartsNothingAndNamesTheKey) {
-  auto dir = fresh_dir("bad");
+  auto dir = fresh_dir("siesta_run_e2e", "bad");
   fs::create_directories(dir);
   auto file = dir / "bad.yaml";
   std::ofstream(file) << "version: 1\nname: bad\nmodel: tiny\ntrainer:\n  lrr: 1e-3\n"
@@ -95,7 +71,7 @@ TEST(RunE2E, BadWorkflowStartsNothingAndNamesTheKey) {
 }
 
 TEST(RunE2E, InterruptedRunCheckpointsAndResumeFinishesIt) {
-  auto dir = fresh_dir("resume");
+  auto dir = fresh_dir("siesta_run_e2e", "resume");
   ChildProcess p;
   p.spawn(siesta_binary(), {"run", "--set", "outputs.run_dir=" + dir.string(), "--set",
                             "schedule.checkpoint_every=10", "--set", "schedule.eval_every=0"});
@@ -105,7 +81,7 @@ TEST(RunE2E, InterruptedRunCheckpointsAndResumeFinishesIt) {
   while (!past && std::chrono::steady_clock::now() < deadline && !p.poll_exit()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     if (fs::exists(dir / "metrics.jsonl"))
-      for (const auto& c : of_kind(events(dir / "metrics.jsonl"), "checkpoint"))
+      for (const auto& c : of_kind(metric_events(dir / "metrics.jsonl"), "checkpoint"))
         past = past || c.at("step").to_number<int64_t>() >= 20;
   }
   ASSERT_TRUE(past) << p.err();
@@ -123,13 +99,13 @@ TEST(RunE2E, InterruptedRunCheckpointsAndResumeFinishesIt) {
   EXPECT_NE(r.err.find("resumed"), std::string::npos) << r.err;
   EXPECT_TRUE(fs::exists(dir / "summary.txt"));
   // Every step once: those the checkpoint covered are kept, the rest were run after it.
-  auto steps = of_kind(events(dir / "metrics.jsonl"), "step");
+  auto steps = of_kind(metric_events(dir / "metrics.jsonl"), "step");
   ASSERT_EQ(steps.size(), 261u);
   for (size_t i = 0; i < steps.size(); ++i)
     EXPECT_EQ(steps[i].at("step").to_number<int64_t>(), int64_t(i + 1));
 
   // A run folder without a checkpoint cannot be resumed; the error says why.
-  auto empty = fresh_dir("empty");
+  auto empty = fresh_dir("siesta_run_e2e", "empty");
   fs::create_directories(empty);
   auto bad = run_siesta({"run", "--resume", empty.string()});
   EXPECT_EQ(bad.exit_code, 2) << bad.err;

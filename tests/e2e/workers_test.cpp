@@ -18,36 +18,13 @@
 
 #include "child_process.hpp"
 #include "process.hpp"
+#include "run_folder.hpp"
 
 using namespace siesta::test;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
-
-fs::path fresh_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("siesta_workers_e2e_" + std::to_string(::getpid()) + "_" + name);
-  fs::remove_all(d);
-  return d;
-}
-
-std::vector<json::object> events(const fs::path& metrics) {
-  std::vector<json::object> out;
-  std::ifstream f(metrics);
-  for (std::string line; std::getline(f, line);)
-    try {   // the run may be writing the last line right now
-      if (!line.empty()) out.push_back(json::parse(line).as_object());
-    } catch (const std::exception&) {
-    }
-  return out;
-}
-
-std::vector<json::object> of_kind(const std::vector<json::object>& ev, const std::string& kind) {
-  std::vector<json::object> out;
-  for (const auto& e : ev)
-    if (e.at("event").as_string() == kind) out.push_back(e);
-  return out;
-}
 
 // The default CPU workflow, 5 SFT + 5 GRPO steps, rank 1 in a `siesta worker` process.
 std::vector<std::string> two_process_args(const fs::path& dir) {
@@ -57,22 +34,10 @@ std::vector<std::string> two_process_args(const fs::path& dir) {
           "--set", "devices.launch=processes", "--set", "devices.master_port=0"};
 }
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Rank 1's start-event entry, once metrics.jsonl has one.
 std::optional<json::object> rank_entry(const fs::path& metrics, int rank) {
   if (!fs::exists(metrics)) return std::nullopt;
-  for (const auto& s : of_kind(events(metrics), "start"))
+  for (const auto& s : of_kind(metric_events(metrics), "start"))
     for (const auto& r : s.at("ranks").as_array())
       if (r.at("rank").to_number<int>() == rank) return r.as_object();
   return std::nullopt;
@@ -81,11 +46,11 @@ std::optional<json::object> rank_entry(const fs::path& metrics, int rank) {
 }  // namespace
 
 TEST(WorkersE2E, TwoProcessRunCompletesWithBothRanks) {
-  auto dir = fresh_dir("two");
+  auto dir = fresh_dir("siesta_workers_e2e", "two");
   auto r = run_siesta(two_process_args(dir), "", 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
-  auto ev = events(dir / "metrics.jsonl");
+  auto ev = metric_events(dir / "metrics.jsonl");
   auto starts = of_kind(ev, "start");
   ASSERT_EQ(starts.size(), 1u);
   const auto& ranks = starts[0].at("ranks").as_array();
@@ -111,7 +76,7 @@ TEST(WorkersE2E, TwoProcessRunCompletesWithBothRanks) {
 }
 
 TEST(WorkersE2E, KilledWorkerStopsTheRunCleanlyAndKeepsTheCheckpoint) {
-  auto dir = fresh_dir("kill");
+  auto dir = fresh_dir("siesta_workers_e2e", "kill");
   ChildProcess run;
   // The full default (261 steps) with a checkpoint every 5: long enough to kill rank 1 mid-run.
   run.spawn(siesta_binary(), {"run", "--set", "outputs.run_dir=" + dir.string(), "--set",
@@ -124,7 +89,7 @@ TEST(WorkersE2E, KilledWorkerStopsTheRunCleanlyAndKeepsTheCheckpoint) {
   while (!checkpointed && std::chrono::steady_clock::now() < deadline && !run.poll_exit()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (fs::exists(metrics))
-      for (const auto& c : of_kind(events(metrics), "checkpoint"))
+      for (const auto& c : of_kind(metric_events(metrics), "checkpoint"))
         checkpointed = checkpointed || c.at("step").to_number<int64_t>() >= 10;
   }
   ASSERT_TRUE(checkpointed) << run.err();
@@ -141,7 +106,7 @@ TEST(WorkersE2E, KilledWorkerStopsTheRunCleanlyAndKeepsTheCheckpoint) {
   EXPECT_NE(err.find("was lost"), std::string::npos) << err;
   EXPECT_NE(err.find("killed by signal 9"), std::string::npos) << err;
 
-  auto ev = events(metrics);
+  auto ev = metric_events(metrics);
   auto errors = of_kind(ev, "error");
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_NE(std::string(errors[0].at("message").as_string()).find("worker rank 1"), std::string::npos);
@@ -162,7 +127,7 @@ TEST(WorkersE2E, KilledWorkerStopsTheRunCleanlyAndKeepsTheCheckpoint) {
 }
 
 TEST(WorkersE2E, TorchrunStyleWorkerJoinsAnExternalLaunch) {
-  auto dir = fresh_dir("external");
+  auto dir = fresh_dir("siesta_workers_e2e", "external");
   const std::string port = std::to_string(free_port());
   ChildProcess run, worker;
   run.spawn(siesta_binary(), {"run", "--set", "outputs.run_dir=" + dir.string(),
@@ -205,7 +170,7 @@ TEST(WorkersE2E, WorkerNeedsItsRankAndACoordinator) {
 }
 
 TEST(WorkersE2E, SeveralNodesNeedWorkerProcessesAndAFixedPort) {
-  auto dir = fresh_dir("nodes");
+  auto dir = fresh_dir("siesta_workers_e2e", "nodes");
   auto r = run_siesta({"run", "--set", "outputs.run_dir=" + dir.string(), "--set",
                        "devices.nodes=2", "--set", "devices.master_addr=10.1.2.3"});
   EXPECT_EQ(r.exit_code, 2) << r.err;

@@ -9,6 +9,7 @@
 
 #include <thread>
 
+#include "run_folder.hpp"
 #include "serve_fixture.hpp"
 
 using namespace siesta::test;
@@ -77,18 +78,6 @@ double metric(const std::string& text, const std::string& series) {
   }
   ADD_FAILURE() << "no sample " << series << " in:\n" << text;
   return -1;
-}
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 }  // namespace
