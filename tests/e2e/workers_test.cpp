@@ -72,6 +72,18 @@ TEST(WorkersE2E, TwoProcessRunCompletesWithBothRanks) {
   auto rep = run_siesta({"replay", (dir / "trace.jsonl").string()});
   EXPECT_EQ(rep.exit_code, 0) << rep.out << rep.err;
   EXPECT_NE(rep.out.find("no divergence"), std::string::npos) << rep.out;
+
+  // Rank 1's handlers ran in its own process: their messages are in its own trace, which
+  // replays against rank 1's engine lifecycle and memory budget.
+  const auto rank1_trace = dir / "trace.rank-1.jsonl";
+  ASSERT_TRUE(fs::exists(rank1_trace)) << r.err;
+  const std::string t1 = slurp(rank1_trace);
+  EXPECT_NE(t1.find("\"to\":\"engine/1\""), std::string::npos);
+  EXPECT_NE(t1.find("\"type\":\"generate\""), std::string::npos);
+  EXPECT_NE(t1.find("\"type\":\"receive_weights\""), std::string::npos);
+  auto rep1 = run_siesta({"replay", rank1_trace.string()});
+  EXPECT_EQ(rep1.exit_code, 0) << rep1.out << rep1.err;
+  EXPECT_NE(rep1.out.find("no divergence"), std::string::npos) << rep1.out;
   fs::remove_all(dir);
 }
 

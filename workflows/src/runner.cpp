@@ -240,6 +240,8 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
   std::vector<actors::WorkerHandles> handles;                   // every rank, in rank order
   std::vector<RankInfo> ranks;
   int64_t step = saved.steps_done, train_steps = saved.train_steps;
+  // trace.jsonl, or trace.resume-<time>.jsonl after a resume; worker processes add .rank-N.
+  const std::string trace_stem = resuming ? "trace.resume-" + timestamp() : "trace";
   try {
     if (in_process) {
       auto transports = make_transports(n, device);
@@ -252,7 +254,9 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
         ranks.push_back(local_rank_info(r, dev, *workers.back()));
       }
     } else {
-      remote = std::make_unique<RemoteRanks>(sys, spec, device, opt.worker_program);
+      remote = std::make_unique<RemoteRanks>(
+          sys, spec, device, opt.worker_program,
+          spec.outputs.trace ? (res.run_dir / trace_stem).string() : std::string());
       auto wo = worker_options(spec, device, 0);
       wo.transport = remote->start();
       workers.push_back(std::make_unique<actors::LocalWorker>(sys, std::move(wo), tracing));
@@ -265,7 +269,7 @@ RunResult run_workflow(const WorkflowSpec& spec, const RunOptions& opt) {
       }
     }
     if (spec.outputs.trace) {
-      fs::path tp = res.run_dir / (resuming ? "trace.resume-" + timestamp() + ".jsonl" : "trace.jsonl");
+      fs::path tp = res.run_dir / (trace_stem + ".jsonl");
       tracing->open(std::make_shared<actors::TraceWriter>(tp, trace_header(spec, ranks)));
     }
   } catch (const std::exception& e) {

@@ -48,7 +48,7 @@ std::string ranks_text(const std::vector<int>& ranks) {
 }  // namespace
 
 RemoteRanks::RemoteRanks(caf::actor_system& sys, const WorkflowSpec& spec, siesta::Device device,
-                         std::string worker_program)
+                         std::string worker_program, std::string trace_stem)
     : sys_(sys) {
   local_ranks_ = spec.devices.workers_per_node;
   world_ = local_ranks_ * spec.devices.nodes;
@@ -64,6 +64,7 @@ RemoteRanks::RemoteRanks(caf::actor_system& sys, const WorkflowSpec& spec, siest
   actors::JoinInfo info;
   info.workflow_yaml = to_yaml(spec, false);
   info.world_size = world_;
+  info.trace_stem = std::move(trace_stem);
   if (cuda_) {
     info.transport = "nccl";
     if (world_ > 1) {

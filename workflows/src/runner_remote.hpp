@@ -36,8 +36,9 @@ namespace siesta::workflows {
 class RemoteRanks {
  public:
   // worker_program: the siesta executable to start workers with (launch: processes).
+  // trace_stem: the workers' traces go to "<trace_stem>.rank-N.jsonl" (empty: no trace).
   RemoteRanks(caf::actor_system& sys, const WorkflowSpec& spec, siesta::Device device,
-              std::string worker_program);
+              std::string worker_program, std::string trace_stem);
   ~RemoteRanks();
   RemoteRanks(const RemoteRanks&) = delete;
   RemoteRanks& operator=(const RemoteRanks&) = delete;

@@ -15,6 +15,7 @@
 
 #include "runner_options.hpp"
 #include "siesta/actors/local_worker.hpp"
+#include "siesta/actors/trace.hpp"
 #include "siesta/actors/worker_join.hpp"
 #include "siesta/comm/host_transport.hpp"
 #include "siesta/comm/nccl_transport.hpp"
@@ -58,6 +59,28 @@ std::shared_ptr<comm::Transport> join_transport(const actors::JoinInfo& info,
   return comm::HostTransport::join(l.rank, info.world_size, o);
 }
 
+// This rank's messages, in a trace file of its own beside the coordinator's (the handlers run
+// in this process, so only this process can record their replies and memory).
+void open_rank_trace(actors::Tracing& tracing, const std::string& stem, const WorkflowSpec& spec,
+                     int rank, siesta::Device device, const allocator::DeviceMemory& mem) {
+  const std::string file = stem + ".rank-" + std::to_string(rank) + ".jsonl";
+  namespace json = boost::json;
+  json::object header{
+      {"workflow", spec.name},
+      {"config", to_yaml(spec, false)},
+      {"seeds", json::object{{"global", spec.seeds.global}, {"data", spec.seeds.data}}},
+      {"devices", json::array{json::object{{"rank", rank},
+                                           {"device", device.str()},
+                                           {"budget_bytes", mem.total_bytes},
+                                           {"free_bytes", mem.free_bytes}}}}};
+  try {
+    tracing.open(std::make_shared<actors::TraceWriter>(file, std::move(header)));
+  } catch (const std::exception& e) {
+    std::cerr << "siesta worker " << rank << ": no trace for this rank (" << e.what()
+              << "); the run goes on untraced here\n";
+  }
+}
+
 }  // namespace
 
 int run_worker(const WorkerLaunch& l) {
@@ -91,10 +114,11 @@ int run_worker(const WorkerLaunch& l) {
         info.transport == "nccl" ? siesta::Device::cuda(l.local_rank) : siesta::Device::cpu();
     auto wo = worker_options(spec, device, l.rank);
     wo.transport = join_transport(info, l);
-    worker = std::make_unique<actors::LocalWorker>(sys, std::move(wo),
-                                                   std::make_shared<actors::Tracing>(nullptr));
+    auto tracing = std::make_shared<actors::Tracing>(nullptr);
+    worker = std::make_unique<actors::LocalWorker>(sys, std::move(wo), tracing);
 
     auto mem = worker->pool().device_memory();
+    if (!info.trace_stem.empty()) open_rank_trace(*tracing, info.trace_stem, spec, l.rank, device, mem);
     actors::JoinedWorker jw{worker->handles(), caf::actor_cast<caf::actor>(self), host_name(),
                             int32_t(::getpid()), device.str(), mem.total_bytes, mem.free_bytes};
     self->request(join, std::chrono::seconds(60), actors::ready_atom_v, jw)

@@ -118,6 +118,10 @@ struct JoinInfo {
   uint16_t host_port = 0;
   uint64_t session_id = 0;     // host transport: peers of another run are refused
   NcclId nccl_id;              // nccl: the communicator's unique id
+  // Where this rank writes its own message trace: "<stem>.rank-<rank>.jsonl" beside the
+  // coordinator's; empty when the run traces nothing. A worker on another host that cannot
+  // write there says so and runs untraced.
+  std::string trace_stem;
 };
 
 struct WorkerHandles;
@@ -173,7 +177,7 @@ typename Inspector::result_type inspect(Inspector& f, NcclId& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, JoinInfo& x) {
   return f(caf::meta::type_name("JoinInfo"), x.workflow_yaml, x.world_size, x.transport,
-           x.host_addr, x.host_port, x.session_id, x.nccl_id);
+           x.host_addr, x.host_port, x.session_id, x.nccl_id, x.trace_stem);
 }
 
 }  // namespace siesta::actors
