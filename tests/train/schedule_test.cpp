@@ -29,6 +29,14 @@ TEST(LrSchedule, ConstantWithoutTotalSteps) {
   EXPECT_DOUBLE_EQ(s.lr_at(1000), 2e-4);
 }
 
+TEST(LrSchedule, ALaterStageStartsItsScheduleAtItsFirstStep) {
+  LrSchedule first{.peak_lr = 1e-3, .min_lr = 1e-4, .warmup_steps = 4, .total_steps = 14};
+  LrSchedule later = first;
+  later.start_step = 60;   // the optimizer has taken 60 steps in earlier stages
+  for (int i = 0; i < 20; ++i) EXPECT_DOUBLE_EQ(later.lr_at(60 + i), first.lr_at(i)) << i;
+  EXPECT_DOUBLE_EQ(later.lr_at(10), first.lr_at(0));   // before its start: its first lr
+}
+
 TEST(LrSchedule, MalformedSchedulesAreRefused) {
   EXPECT_THROW((LrSchedule{.peak_lr = 0}.validate()), TrainError);
   EXPECT_THROW((LrSchedule{.peak_lr = 1e-3, .min_lr = 2e-3}.validate()), TrainError);

@@ -102,6 +102,41 @@ TEST(TrainState, OffloadRestoreIsBitExactAndReleasesMemory) {
   EXPECT_EQ(std::memcmp(v.data(), s.adam_v(), p.size() * 4), 0);
 }
 
+TEST(TrainState, OffloadKeepingWeightsLeavesThemForTheSyncThenMovesThemToo) {
+  Rig rig;
+  std::vector<ParamTensor> t = {{"w", {64, 64}, 0}};
+  TrainState s(*rig.ops, *rig.pool, t);
+  std::vector<float> p(size_t(s.numel()));
+  for (size_t i = 0; i < p.size(); ++i) p[i] = float(i) * 0.5f - 3.f;
+  s.load_params(p.data(), s.numel());
+  for (size_t i = 0; i < p.size(); ++i) s.grads()[i] = std::cos(float(i));
+  s.adamw_update(1e-3, 1, {});
+  std::vector<float> params(s.params(), s.params() + p.size()), m(s.adam_m(), s.adam_m() + p.size());
+
+  // Optimizer state and gradients leave; the weights stay mapped and can still be packed.
+  s.offload(true);
+  EXPECT_TRUE(s.offloaded());
+  EXPECT_TRUE(s.weights_resident());
+  EXPECT_TRUE(rig.pool->is_sleeping(kTagOptimizer));
+  EXPECT_TRUE(rig.pool->is_sleeping(kTagGrads));
+  EXPECT_FALSE(rig.pool->is_sleeping(kTagParams));
+  const BucketPlan plan = s.plan_buckets(DType::F32, 1 << 20);
+  std::vector<std::byte> bucket(1 << 20);
+  EXPECT_NO_THROW(s.pack_bucket(plan, 0, bucket.data()));
+  EXPECT_EQ(std::memcmp(bucket.data(), params.data(), p.size() * 4), 0);
+
+  // A second, full offload moves the weights as well; packing is then refused.
+  s.offload(false);
+  EXPECT_FALSE(s.weights_resident());
+  EXPECT_TRUE(rig.pool->is_sleeping(kTagParams));
+  EXPECT_THROW(s.pack_bucket(plan, 0, bucket.data()), TrainError);
+
+  s.restore();
+  EXPECT_TRUE(s.weights_resident());
+  EXPECT_EQ(std::memcmp(params.data(), s.params(), p.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(m.data(), s.adam_m(), p.size() * 4), 0);
+}
+
 TEST(TrainState, BucketsTileEveryTensorAndPackTheWeights) {
   Rig rig;
   std::vector<ParamTensor> t = {{"a", {10, 10}, 0}, {"b", {7}, 128}, {"c", {3, 50}, 256}};
