@@ -17,6 +17,16 @@ Coordinator::Coordinator(caf::scoped_actor& self, std::vector<WorkerHandles> wor
   engine_status_.resize(workers_.size());
 }
 
+namespace {
+// The step's plan as the trace records it with each phase (what replay re-drives).
+json::value plan_json(const StepPlan& p) {
+  return json::object{{"sleep_level", p.sleep_level},
+                      {"wake_order", p.wake_order == WakeOrder::All ? "all" : "weights_first"},
+                      {"offload_trainer", p.offload_trainer},
+                      {"rollout", p.rollout}};
+}
+}  // namespace
+
 template <class R, class Handle, class... Ts>
 R Coordinator::ask(const Handle& h, const char* what, Ts&&... xs) {
   R out{};
@@ -28,13 +38,14 @@ R Coordinator::ask(const Handle& h, const char* what, Ts&&... xs) {
   return out;
 }
 
-// Sends the request to every worker first, then collects the replies: collectives (the weight
-// broadcast) need every rank inside the call at once, and the GPUs work in parallel.
-template <class R, class Pick, class... Ts>
-std::vector<R> Coordinator::ask_all(Pick pick, const char* what, Ts... xs) {
-  using handle_t = decltype(self_->request(pick(workers_[0]), timeout_, xs...));
+// Sends every worker its request first (send(r) makes rank r's), then collects the replies:
+// collectives (the weight broadcast) need every rank inside the call at once, and the GPUs
+// work in parallel.
+template <class R, class Send>
+std::vector<R> Coordinator::gather(const char* what, Send send) {
+  using handle_t = decltype(send(size_t(0)));
   std::vector<handle_t> pending;
-  for (auto& w : workers_) pending.push_back(self_->request(pick(w), timeout_, xs...));
+  for (size_t r = 0; r < workers_.size(); ++r) pending.push_back(send(r));
   std::vector<R> out(workers_.size());
   std::string err;
   for (size_t r = 0; r < pending.size(); ++r)
@@ -47,12 +58,12 @@ std::vector<R> Coordinator::ask_all(Pick pick, const char* what, Ts... xs) {
   return out;
 }
 
-json::value Coordinator::plan_json() const {
-  return json::object{{"sleep_level", plan_.sleep_level},
-                      {"wake_order", plan_.wake_order == WakeOrder::All ? "all" : "weights_first"},
-                      {"offload_trainer", plan_.offload_trainer},
-                      {"rollout", plan_.rollout}};
+// The same request to every worker's actor that pick chooses.
+template <class R, class Pick, class... Ts>
+std::vector<R> Coordinator::ask_all(Pick pick, const char* what, Ts... xs) {
+  return gather<R>(what, [&](size_t r) { return self_->request(pick(workers_[r]), timeout_, xs...); });
 }
+
 
 void Coordinator::reserve(int rank, const std::string& owner, const std::string& tag, uint64_t bytes) {
   ask<uint64_t>(workers_[size_t(rank)].memory, "memory reserve", reserve_atom_v,
@@ -100,10 +111,10 @@ int64_t Coordinator::resume(const std::string& checkpoint_file) {
   return steps;
 }
 
-void Coordinator::phase(int64_t step, const std::string& name, StepRecord& rec,
-                        const std::function<void()>& body) {
+void Coordinator::phase(int64_t step, const std::string& name, const StepPlan& plan,
+                        StepRecord& rec, const std::function<void()>& body) {
   for (auto& w : workers_)
-    tracing_->record_phase(int(step), name, "worker/" + std::to_string(w.rank), plan_json());
+    tracing_->record_phase(int(step), name, "worker/" + std::to_string(w.rank), plan_json(plan));
   if (on_phase_) on_phase_(step, rec.stage, name);
   auto t0 = std::chrono::steady_clock::now();
   body();
@@ -116,6 +127,7 @@ void Coordinator::phase(int64_t step, const std::string& name, StepRecord& rec,
 }
 
 void Coordinator::run_phases(int64_t step, const std::string& stage, StepRecord& rec,
+                             const StepPlan& plan,
                              const std::function<void()>& rollout,
                              const std::function<void()>& train) {
   rec.step = step;
@@ -123,13 +135,13 @@ void Coordinator::run_phases(int64_t step, const std::string& stage, StepRecord&
   const size_t n = workers_.size();
   auto engine = [](const WorkerHandles& w) { return w.engine; };
   auto has_trainer = [&](size_t r) { return bool(workers_[r].trainer); };
-  for (const auto& name : plan_.phases()) {
-    phase(step, name, rec, [&] {
+  for (const auto& name : plan.phases()) {
+    phase(step, name, plan, rec, [&] {
       if (name == "rollout") {
         rollout();
       } else if (name == "sleep") {
         engine_status_ = ask_all<EngineStatus>(engine, "engine sleep", sleep_atom_v,
-                                               int32_t(plan_.sleep_level));
+                                               int32_t(plan.sleep_level));
         for (size_t r = 0; r < n; ++r) {
           release(int(r), "engine", "weights");
           release(int(r), "engine", "kv_cache");
@@ -166,7 +178,7 @@ void Coordinator::run_phases(int64_t step, const std::string& stage, StepRecord&
         auto reps = ask_all<SyncReport>([](const WorkerHandles& w) { return w.syncer; },
                                         "weight sync", sync_atom_v, int64_t(++sync_version_));
         if (reps[0].seconds > 0) rec.sync_gbps = double(reps[0].bytes) / reps[0].seconds / 1e9;
-        if (plan_.offload_trainer)
+        if (plan.offload_trainer)
           for (size_t r = 0; r < n; ++r)
             if (has_trainer(r)) {
               ask<uint64_t>(workers_[r].trainer, "trainer offload", offload_atom_v, false);
@@ -195,27 +207,19 @@ StepRecord Coordinator::grpo_step(int64_t step, const RolloutOptions& ro) {
     std::vector<RolloutRequest> reqs(n, req);
     for (size_t w = 0; w < n; ++w) reqs[w].seed = (ro.seed * 1000003ull + uint64_t(step)) * 7919ull + w;
     for (size_t i = 0; i < examples.size(); ++i) reqs[i % n].prompts.push_back(examples[i].prompt);
-    using handle_t = decltype(self_->request(workers_[0].engine, timeout_, generate_atom_v, req));
-    std::vector<handle_t> pending;
-    for (size_t w = 0; w < n; ++w)
-      pending.push_back(self_->request(workers_[w].engine, timeout_, generate_atom_v, reqs[w]));
+    auto parts = gather<RolloutBatch>("engine generate", [&](size_t w) {
+      return self_->request(workers_[w].engine, timeout_, generate_atom_v, reqs[w]);
+    });
     batch = RolloutBatch{};
     batch.step = step;
-    std::string err;
-    for (size_t w = 0; w < n; ++w)
-      pending[w].receive(
-          [&](RolloutBatch& part) {
-            for (auto& r : part.rollouts) {
-              r.prompt_index = int32_t(size_t(r.prompt_index) * n + w);
-              batch.rollouts.push_back(std::move(r));
-            }
-            batch.generated_tokens += part.generated_tokens;
-            batch.seconds = std::max(batch.seconds, part.seconds);
-          },
-          [&](caf::error& e) {
-            if (err.empty()) err = "rank " + std::to_string(w) + ": " + self_->system().render(e);
-          });
-    if (!err.empty()) throw RunError("engine generate failed: " + err);
+    for (size_t w = 0; w < n; ++w) {
+      for (auto& r : parts[w].rollouts) {
+        r.prompt_index = int32_t(size_t(r.prompt_index) * n + w);
+        batch.rollouts.push_back(std::move(r));
+      }
+      batch.generated_tokens += parts[w].generated_tokens;
+      batch.seconds = std::max(batch.seconds, parts[w].seconds);
+    }
     double sum = 0;
     for (auto& r : batch.rollouts) {
       r.reward = float(task_.reward(examples.at(size_t(r.prompt_index)), r.text));
@@ -231,10 +235,9 @@ StepRecord Coordinator::grpo_step(int64_t step, const RolloutOptions& ro) {
     rec.lr = rep.lr;
     rec.trained_tokens = rep.tokens;
   };
-  StepPlan saved = plan_;
-  plan_.rollout = true;
-  run_phases(step, "grpo", rec, rollout, train);
-  plan_ = saved;
+  StepPlan plan = plan_;
+  plan.rollout = true;
+  run_phases(step, "grpo", rec, plan, rollout, train);
   return rec;
 }
 
@@ -247,10 +250,9 @@ StepRecord Coordinator::sft_step(int64_t step) {
     rec.lr = rep.lr;
     rec.trained_tokens = rep.tokens;
   };
-  StepPlan saved = plan_;
-  plan_.rollout = false;
-  run_phases(step, "sft", rec, [] {}, train);
-  plan_ = saved;
+  StepPlan plan = plan_;
+  plan.rollout = false;
+  run_phases(step, "sft", rec, plan, [] {}, train);
   return rec;
 }
 

@@ -99,15 +99,16 @@ class Coordinator {
 
   template <class R, class Handle, class... Ts>
   R ask(const Handle& h, const char* what, Ts&&... xs);
+  template <class R, class Send>
+  std::vector<R> gather(const char* what, Send send);
   template <class R, class Pick, class... Ts>
   std::vector<R> ask_all(Pick pick, const char* what, Ts... xs);
-  void run_phases(int64_t step, const std::string& stage, StepRecord& rec,
+  void run_phases(int64_t step, const std::string& stage, StepRecord& rec, const StepPlan& plan,
                   const std::function<void()>& rollout, const std::function<void()>& train);
-  void phase(int64_t step, const std::string& name, StepRecord& rec,
+  void phase(int64_t step, const std::string& name, const StepPlan& plan, StepRecord& rec,
              const std::function<void()>& body);
   void reserve(int rank, const std::string& owner, const std::string& tag, uint64_t bytes);
   void release(int rank, const std::string& owner, const std::string& tag);
-  boost::json::value plan_json() const;
 };
 
 }  // namespace siesta::actors
