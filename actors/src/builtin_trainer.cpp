@@ -82,7 +82,8 @@ class BuiltinTrainer final : public TrainerBackend {
   uint64_t restore() override {
     const uint64_t before = resident_bytes();
     t_.restore_state();
-    return resident_bytes() - std::min(before, resident_bytes());
+    const uint64_t after = resident_bytes();
+    return after - std::min(before, after);
   }
 
   std::vector<comm::NamedTensor> weights() override {
@@ -93,26 +94,28 @@ class BuiltinTrainer final : public TrainerBackend {
   }
 
   std::string checkpoint(const std::string& folder) override {
-    const bool was_offloaded = t_.state_offloaded();
-    const bool weights_kept = was_offloaded && t_.state().weights_resident();
-    if (was_offloaded) t_.restore_state();
     std::filesystem::create_directories(folder);
     auto path = std::filesystem::path(folder) / "trainer.ckpt";
-    t_.save_checkpoint(path, train::TrainProgress{});
-    if (was_offloaded) t_.offload_state(weights_kept);
+    with_state_on_device([&] { t_.save_checkpoint(path, train::TrainProgress{}); });
     return path.string();
   }
 
   int64_t resume(const std::string& file) override {
-    const bool was_offloaded = t_.state_offloaded();
-    const bool weights_kept = was_offloaded && t_.state().weights_resident();
-    if (was_offloaded) t_.restore_state();
-    t_.load_checkpoint(file);
-    if (was_offloaded) t_.offload_state(weights_kept);
+    with_state_on_device([&] { t_.load_checkpoint(file); });
     return t_.step();
   }
 
  private:
+  // Runs f with the whole state on the device, then offloads again what was offloaded before.
+  template <class F>
+  void with_state_on_device(F f) {
+    const bool was_offloaded = t_.state_offloaded();
+    const bool weights_kept = was_offloaded && t_.state().weights_resident();
+    if (was_offloaded) t_.restore_state();
+    f();
+    if (was_offloaded) t_.offload_state(weights_kept);
+  }
+
   // Device bytes the trainer's own tags have mapped now.
   uint64_t resident_bytes() const {
     uint64_t b = 0;
