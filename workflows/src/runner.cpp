@@ -150,34 +150,6 @@ std::vector<json::object> truncate_metrics(const fs::path& file, int64_t steps_d
   return kept;
 }
 
-// Where each rank runs: the trace header's devices and the start event's ranks.
-struct RankInfo {
-  int rank = 0;
-  std::string device, host;
-  int pid = 0;
-  uint64_t budget_bytes = 0, free_bytes = 0;
-};
-
-RankInfo local_rank_info(int rank, siesta::Device device, actors::LocalWorker& w) {
-  auto m = w.pool().device_memory();
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return RankInfo{rank, device.str(), host, int(::getpid()), m.total_bytes, m.free_bytes};
-}
-
-json::object trace_header(const WorkflowSpec& spec, const std::vector<RankInfo>& ranks) {
-  json::array devices;
-  for (const auto& r : ranks)
-    devices.push_back(json::object{{"rank", r.rank},
-                                   {"device", r.device},
-                                   {"budget_bytes", r.budget_bytes},
-                                   {"free_bytes", r.free_bytes}});
-  return json::object{{"workflow", spec.name},
-                      {"config", to_yaml(spec, false)},
-                      {"seeds", json::object{{"global", spec.seeds.global}, {"data", spec.seeds.data}}},
-                      {"devices", devices}};
-}
-
 json::array ranks_json(const std::vector<RankInfo>& ranks) {
   json::array out;
   for (const auto& r : ranks)

@@ -1,8 +1,11 @@
 #include "runner_options.hpp"
 
+#include <unistd.h>
+
 #include "siesta/kernels/device.hpp"
 #include "siesta/model/presets.hpp"
 #include "siesta/workflows/diagnostics.hpp"
+#include "siesta/workflows/load.hpp"
 
 namespace siesta::workflows {
 
@@ -65,6 +68,27 @@ actors::WorkerOptions worker_options(const WorkflowSpec& s, siesta::Device devic
   t.micro_batch_rows = rows;
   t.lr = train::LrSchedule{s.trainer.lr, s.trainer.lr, 0, 0};
   return w;
+}
+
+RankInfo local_rank_info(int rank, siesta::Device device, actors::LocalWorker& w) {
+  auto m = w.pool().device_memory();
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '?';
+  return RankInfo{rank, device.str(), host, int(::getpid()), m.total_bytes, m.free_bytes};
+}
+
+boost::json::object trace_header(const WorkflowSpec& spec, const std::vector<RankInfo>& ranks) {
+  namespace json = boost::json;
+  json::array devices;
+  for (const auto& r : ranks)
+    devices.push_back(json::object{{"rank", r.rank},
+                                   {"device", r.device},
+                                   {"budget_bytes", r.budget_bytes},
+                                   {"free_bytes", r.free_bytes}});
+  return json::object{{"workflow", spec.name},
+                      {"config", to_yaml(spec, false)},
+                      {"seeds", json::object{{"global", spec.seeds.global}, {"data", spec.seeds.data}}},
+                      {"devices", devices}};
 }
 
 }  // namespace siesta::workflows

@@ -37,12 +37,6 @@ std::string ipv4_of(const std::string& host) {
   return buf;
 }
 
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof buf - 1) != 0) return "?";
-  return buf;
-}
-
 std::shared_ptr<comm::Transport> join_transport(const actors::JoinInfo& info,
                                                 const WorkerLaunch& l) {
   if (info.world_size == 1) return nullptr;
@@ -62,21 +56,12 @@ std::shared_ptr<comm::Transport> join_transport(const actors::JoinInfo& info,
 // This rank's messages, in a trace file of its own beside the coordinator's (the handlers run
 // in this process, so only this process can record their replies and memory).
 void open_rank_trace(actors::Tracing& tracing, const std::string& stem, const WorkflowSpec& spec,
-                     int rank, siesta::Device device, const allocator::DeviceMemory& mem) {
-  const std::string file = stem + ".rank-" + std::to_string(rank) + ".jsonl";
-  namespace json = boost::json;
-  json::object header{
-      {"workflow", spec.name},
-      {"config", to_yaml(spec, false)},
-      {"seeds", json::object{{"global", spec.seeds.global}, {"data", spec.seeds.data}}},
-      {"devices", json::array{json::object{{"rank", rank},
-                                           {"device", device.str()},
-                                           {"budget_bytes", mem.total_bytes},
-                                           {"free_bytes", mem.free_bytes}}}}};
+                     const RankInfo& me) {
+  const std::string file = stem + ".rank-" + std::to_string(me.rank) + ".jsonl";
   try {
-    tracing.open(std::make_shared<actors::TraceWriter>(file, std::move(header)));
+    tracing.open(std::make_shared<actors::TraceWriter>(file, trace_header(spec, {me})));
   } catch (const std::exception& e) {
-    std::cerr << "siesta worker " << rank << ": no trace for this rank (" << e.what()
+    std::cerr << "siesta worker " << me.rank << ": no trace for this rank (" << e.what()
               << "); the run goes on untraced here\n";
   }
 }
@@ -117,10 +102,10 @@ int run_worker(const WorkerLaunch& l) {
     auto tracing = std::make_shared<actors::Tracing>(nullptr);
     worker = std::make_unique<actors::LocalWorker>(sys, std::move(wo), tracing);
 
-    auto mem = worker->pool().device_memory();
-    if (!info.trace_stem.empty()) open_rank_trace(*tracing, info.trace_stem, spec, l.rank, device, mem);
-    actors::JoinedWorker jw{worker->handles(), caf::actor_cast<caf::actor>(self), host_name(),
-                            int32_t(::getpid()), device.str(), mem.total_bytes, mem.free_bytes};
+    const RankInfo mine = local_rank_info(l.rank, device, *worker);
+    if (!info.trace_stem.empty()) open_rank_trace(*tracing, info.trace_stem, spec, mine);
+    actors::JoinedWorker jw{worker->handles(), caf::actor_cast<caf::actor>(self), mine.host,
+                            int32_t(mine.pid), mine.device, mine.budget_bytes, mine.free_bytes};
     self->request(join, std::chrono::seconds(60), actors::ready_atom_v, jw)
         .receive([](int32_t) {}, [&](caf::error& e) { err = sys.render(e); });
     if (!err.empty()) throw std::runtime_error("the coordinator did not take this worker: " + err);
