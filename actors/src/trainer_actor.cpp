@@ -5,6 +5,8 @@ namespace siesta::actors {
 namespace json = boost::json;
 
 namespace {
+json::object bytes_json(uint64_t n) { return json::object{{"bytes", n}}; }
+
 json::object report_json(const TrainReport& r) {
   return json::object{{"step", r.step}, {"loss", r.loss}, {"grad_norm", r.grad_norm},
                       {"lr", r.lr}, {"tokens", r.tokens}, {"seconds", r.seconds}};
@@ -25,23 +27,22 @@ trainer_actor::behavior_type trainer_behavior(trainer_actor::pointer self, Train
       },
       [=](sft_atom, int64_t step) -> caf::result<TrainReport> {
         return traced_call<TrainReport>(tr->begin(self, name, "sft", json::object{{"step", step}}),
-                                   [&] { return b->sft(step); }, report_json);
+                                        [&] { return b->sft(step); }, report_json);
       },
       [=](offload_atom, bool keep_weights) -> caf::result<uint64_t> {
         return traced_call<uint64_t>(
             tr->begin(self, name, "offload", json::object{{"keep_weights", keep_weights}}),
-                                [&] { return b->offload(keep_weights); },
-                                [](uint64_t n) { return json::object{{"bytes", n}}; });
+            [&] { return b->offload(keep_weights); }, bytes_json);
       },
       [=](restore_atom) -> caf::result<uint64_t> {
         return traced_call<uint64_t>(tr->begin(self, name, "restore", json::object{}),
-                                [&] { return b->restore(); },
-                                [](uint64_t n) { return json::object{{"bytes", n}}; });
+                                     [&] { return b->restore(); }, bytes_json);
       },
       [=](ckpt_atom, const std::string& folder) -> caf::result<std::string> {
-        return traced_call<std::string>(tr->begin(self, name, "checkpoint", json::object{{"folder", folder}}),
-                                   [&] { return b->checkpoint(folder); },
-                                   [](const std::string& f) { return json::object{{"file", f}}; });
+        return traced_call<std::string>(
+            tr->begin(self, name, "checkpoint", json::object{{"folder", folder}}),
+            [&] { return b->checkpoint(folder); },
+            [](const std::string& f) { return json::object{{"file", f}}; });
       },
       [=](stage_atom, const TrainStage& st) -> caf::result<int64_t> {
         return traced_call<int64_t>(
