@@ -3,6 +3,7 @@
 // device-to-device copy bandwidth (bytes read + written) measured in the same run.
 // Check: outputs poisoned (NaN) before the first call are all finite after it.
 #include <algorithm>
+#include <cmath>
 #include <iostream>
 #include <numeric>
 #include <random>
@@ -153,10 +154,109 @@ int main(int argc, char** argv) {
               out.as(), size_t(dc.batch) * H * hd, true,
               [&] { ops->paged_attention(out.as(), q.as(), cache, b, s); });
     }
+    // Decode-step kernels at 0.5b shapes (d 896, inter 4864, 14/2 heads of 64, vocab 151936).
+    // A decode step reads each layer's weights once, from HBM: every row cycles through enough
+    // weight replicas (>= 256 MiB) that they cannot stay in L2 between calls.
+    auto replicas = [](double bytes) {
+      return std::max<int64_t>(1, std::min<int64_t>(512, int64_t(std::ceil(268435456.0 / bytes))));
+    };
+    for (int m : {1, 8}) {
+      const std::string tok = " m" + std::to_string(m);
+      Buffer x(size_t(m) * inter * 2), y(size_t(m) * vocab * 2);
+      fill_bf16(x.as(), size_t(m) * inter, ++seed);
+      struct Lin { const char* name; int64_t out, in; float beta; };
+      for (Lin l : {Lin{"q_proj", d, d, 0.f}, Lin{"down_proj+residual", d, inter, 1.f},
+                    Lin{"lm_head", vocab, d, 0.f}}) {
+        const double wbytes = double(l.out) * l.in * 2;
+        const int64_t R = replicas(wbytes);
+        Buffer w(size_t(R) * size_t(wbytes));
+        fill_bf16(w.as(), size_t(R) * size_t(l.out * l.in), ++seed, -0.05f, 0.05f);
+        if (l.beta != 0.f) fill_bf16(y.as(), size_t(m) * l.out, ++seed);
+        int64_t r = 0;
+        const double bytes = wbytes + double(m) * (l.in + l.out * (1 + l.beta)) * 2;
+        run.row(std::string("decode gemv ") + l.name + tok,
+                std::to_string(l.out) + "x" + std::to_string(l.in), bytes, y.as(),
+                size_t(m) * l.out, true,
+                [&] {
+                  kernels::GemmArgs g;
+                  g.trans_b = true;
+                  g.m = m, g.n = l.out, g.k = l.in;
+                  g.a = x.as(), g.lda = l.in;
+                  g.b = w.as<char>() + size_t(r++ % R) * size_t(wbytes), g.ldb = l.in;
+                  g.beta = l.beta;
+                  g.c = y.as(), g.ldc = l.out;
+                  g.c_dtype = DType::BF16;
+                  ops->gemm(g);
+                },
+                /*accumulates=*/l.beta != 0.f);
+      }
+      {  // rmsnorm -> gate|up -> SwiGLU
+        const double wbytes = 2.0 * inter * d * 2;
+        const int64_t R = replicas(wbytes);
+        Buffer w(size_t(R) * size_t(wbytes)), nw(d * 2), h(size_t(m) * inter * 2);
+        fill_bf16(w.as(), size_t(R) * size_t(2 * inter * d), ++seed, -0.05f, 0.05f);
+        fill_bf16(nw.as(), d, ++seed, 0.5f, 1.5f);
+        int64_t r = 0;
+        run.row("decode norm_gate_up" + tok, "2x" + std::to_string(inter) + "x" + std::to_string(d),
+                wbytes + double(m) * (d + inter) * 2, h.as(), size_t(m) * inter, true, [&] {
+                  const char* base = w.as<char>() + size_t(r++ % R) * size_t(wbytes);
+                  ops->norm_gate_up(h.as(), x.as(), nw.as(), 1e-6f, base,
+                                    base + size_t(inter * d) * 2, m, d, inter);
+                });
+      }
+      {  // rmsnorm -> q|k|v + bias -> rope -> q out, K/V into the cache
+        const int H = 14, Hk = 2, hd = 64, qd = H * hd, kvd = Hk * hd;
+        const int64_t rows = qd + 2 * kvd;
+        const double wbytes = double(rows) * d * 2;
+        const int64_t R = replicas(wbytes);
+        Buffer w(size_t(R) * size_t(wbytes)), bias(size_t(rows) * 2), nw(d * 2),
+            q(size_t(m) * qd * 2), kc(size_t(64) * kvd * 2), vc(size_t(64) * kvd * 2),
+            cs(size_t(4096) * hd * 4), pos(size_t(m) * 4), slots(size_t(m) * 4);
+        fill_bf16(w.as(), size_t(R) * size_t(rows * d), ++seed, -0.05f, 0.05f);
+        fill_bf16(bias.as(), size_t(rows), ++seed);
+        fill_bf16(nw.as(), d, ++seed, 0.5f, 1.5f);
+        fill_f32(cs.as<float>(), size_t(4096) * hd, ++seed);
+        fill_i32(pos.as<int32_t>(), size_t(m), ++seed, 4096);
+        std::vector<int32_t> sl(static_cast<size_t>(m));
+        std::iota(sl.begin(), sl.end(), 0);
+        ops->copy_to_device(slots.as(), sl.data(), sl.size() * 4);
+        kernels::PagedBatch b;
+        b.num_seqs = m, b.num_tokens = m, b.max_q_len = 1;
+        b.positions = pos.as<int32_t>();
+        b.slot_mapping = slots.as<int32_t>();
+        const kernels::PagedKv cache{kc.as(), vc.as(), 4, 16};
+        const kernels::AttnShape s{H, Hk, hd, 0.125f};
+        int64_t r = 0;
+        run.row("decode norm_qkv_rope_cache" + tok, std::to_string(rows) + "x" + std::to_string(d),
+                wbytes + double(m) * (d + rows) * 2, q.as(), size_t(m) * qd, true, [&] {
+                  const char* base = w.as<char>() + size_t(r++ % R) * size_t(wbytes);
+                  const char* bb = bias.as<char>();
+                  kernels::Ops::QkvWeights qkv{base, base + size_t(qd) * d * 2,
+                                               base + size_t(qd + kvd) * d * 2, bb,
+                                               bb + size_t(qd) * 2, bb + size_t(qd + kvd) * 2};
+                  ops->norm_qkv_rope_cache(q.as(), x.as(), nw.as(), 1e-6f, d, qkv,
+                                           cs.as<float>(), cache, b, s);
+                });
+      }
+    }
+    {  // Greedy sampling of one decode row over the whole vocabulary
+      Buffer logits(size_t(vocab) * 2), sink(4);
+      fill_bf16(logits.as(), size_t(vocab), ++seed, -8.f, 8.f);
+      fill_f32(sink.as<float>(), 1, ++seed);  // the finiteness check reads it; sample writes host memory
+      const kernels::SamplingRow greedy{};
+      int32_t token = 0;
+      float lp = 0;
+      run.row("sample greedy batch 1", "1x" + std::to_string(vocab), double(vocab) * 2, sink.as(),
+              1, false, [&] { ops->sample(&token, &lp, logits.as(), 1, vocab, &greedy); },
+              /*accumulates=*/true);
+    }
     table.note("device: " + device_name());
     table.note("limit: device-to-device cudaMemcpyAsync of 2 GiB, bytes read + written, this run");
     table.note("bytes: fewest an op must move; token_logprobs_backward reads the logits twice "
                "(lse first), so its ceiling is 2/3 of the limit");
+    table.note("decode rows: weights cycle through replicas of >= 256 MiB (HBM, not L2); "
+               "gemv is Ops::gemm with m rows; sample includes its host round trip (params in, "
+               "token out, stream sync)");
     table.note("paged decode: 14 query / 2 KV heads, head_dim 64, block 16; bytes = K and V of "
                "every cached token once (query heads sharing a KV head re-read it through L2)");
     cudaStreamDestroy(st);

@@ -1,6 +1,7 @@
 // The inference pass: embeddings, then per layer RMSNorm -> q/k/v (+bias) -> rope -> write the
 // paged cache -> paged attention -> o_proj into the residual -> RMSNorm -> SwiGLU MLP into the
-// residual; finally the chosen rows go through the final norm and the LM head.
+// residual; finally the chosen rows go through the final norm and the LM head. Decode-sized
+// batches run the same steps through Ops' fused decode ops.
 #include "siesta/model/inference.hpp"
 
 #include "layers.hpp"
@@ -88,27 +89,42 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
   const kernels::AttnShape s = attention_shape(c);
   auto& ops = ops_;
 
+  // Decode-sized batches take the fused ops (one pass over each layer's weights per fused op);
+  // prefill takes the op-by-op sequence, whose GEMMs have enough rows to be compute-bound.
+  const bool fused = N <= ops.fused_decode_max_tokens(d);
   ops.embedding_forward(x_, w_.embed_tokens.data, tokens, N, d);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    ops.rmsnorm_forward(xn_, nullptr, x_, L.input_layernorm.data, N, d, eps);
-    detail::linear(ops, q_, xn_, L.q_proj, N);
-    detail::linear(ops, k_, xn_, L.k_proj, N);
-    detail::linear(ops, v_, xn_, L.v_proj, N);
-    if (c.attention_bias) {
-      ops.add_bias(q_, L.q_bias.data, N, qd);
-      ops.add_bias(k_, L.k_bias.data, N, kvd);
-      ops.add_bias(v_, L.v_bias.data, N, kvd);
+    if (fused) {
+      kernels::Ops::QkvWeights qkv{L.q_proj.data, L.k_proj.data, L.v_proj.data,
+                                   L.q_bias.data, L.k_bias.data, L.v_bias.data};
+      ops.norm_qkv_rope_cache(q_, x_, L.input_layernorm.data, eps, d, qkv, rope_,
+                              kv_[size_t(l)], b, s);
+    } else {
+      ops.rmsnorm_forward(xn_, nullptr, x_, L.input_layernorm.data, N, d, eps);
+      detail::linear(ops, q_, xn_, L.q_proj, N);
+      detail::linear(ops, k_, xn_, L.k_proj, N);
+      detail::linear(ops, v_, xn_, L.v_proj, N);
+      if (c.attention_bias) {
+        ops.add_bias(q_, L.q_bias.data, N, qd);
+        ops.add_bias(k_, L.k_bias.data, N, kvd);
+        ops.add_bias(v_, L.v_bias.data, N, kvd);
+      }
+      ops.rope(q_, b.positions, N, c.num_attention_heads, c.head_dim, rope_, false);
+      ops.rope(k_, b.positions, N, c.num_key_value_heads, c.head_dim, rope_, false);
+      ops.kv_cache_write(kv_[size_t(l)], k_, v_, b, s);
     }
-    ops.rope(q_, b.positions, N, c.num_attention_heads, c.head_dim, rope_, false);
-    ops.rope(k_, b.positions, N, c.num_key_value_heads, c.head_dim, rope_, false);
-    ops.kv_cache_write(kv_[size_t(l)], k_, v_, b, s);
     ops.paged_attention(attn_, q_, kv_[size_t(l)], b, s);
     detail::linear(ops, x_, attn_, L.o_proj, N, 1.f);
-    ops.rmsnorm_forward(xn_, nullptr, x_, L.post_attention_layernorm.data, N, d, eps);
-    detail::linear(ops, gate_, xn_, L.gate_proj, N);
-    detail::linear(ops, up_, xn_, L.up_proj, N);
-    ops.swiglu_forward(h_, gate_, up_, N * inter);
+    if (fused) {
+      ops.norm_gate_up(h_, x_, L.post_attention_layernorm.data, eps, L.gate_proj.data,
+                       L.up_proj.data, N, d, inter);
+    } else {
+      ops.rmsnorm_forward(xn_, nullptr, x_, L.post_attention_layernorm.data, N, d, eps);
+      detail::linear(ops, gate_, xn_, L.gate_proj, N);
+      detail::linear(ops, up_, xn_, L.up_proj, N);
+      ops.swiglu_forward(h_, gate_, up_, N * inter);
+    }
     detail::linear(ops, x_, h_, L.down_proj, N, 1.f);
   }
   const void* last = x_;

@@ -56,6 +56,13 @@ class CpuOps final : public Ops {
   void paged_attention(void* out, const void* q, const PagedKv& cache, const PagedBatch& b,
                        const AttnShape& s) override;
 
+  int fused_decode_max_tokens(int64_t hidden) const override;
+  void norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w, float eps, int64_t d,
+                           const QkvWeights& w, const float* cos_sin_f32, const PagedKv& cache,
+                           const PagedBatch& b, const AttnShape& s) override;
+  void norm_gate_up(void* h, const void* x, const void* norm_w, float eps, const void* gate_w,
+                    const void* up_w, int64_t n, int64_t d, int64_t inter) override;
+
   void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
                       const int32_t* targets, int64_t n, int64_t vocab) override;
   void token_logprobs_backward(void* dlogits, const void* logits, const int32_t* targets,
@@ -73,6 +80,7 @@ class CpuOps final : public Ops {
   // Per-backend scratch (attention score matrices, gathered KV); grows, never shrinks. The
   // CPU backend is used from one thread at a time, like a CUDA stream.
   std::vector<float> scratch_a_, scratch_b_, scratch_c_;
+  std::vector<float> fused_xn_, fused_k_, fused_v_, fused_up_;  // fused decode intermediates
 };
 
 // Draws one token from fp32 logits[vocab] as SamplingRow describes; host-only, so a backend

@@ -2,7 +2,8 @@
 // functions are defined next to their kernels, one .cu per op family (llm.c style):
 //   cuda_ops.cu (lifetime, copies, convert), gemm.cu, elementwise.cu (bias, residual add),
 //   embedding.cu, rmsnorm.cu, rope.cu, swiglu.cu, attention.cu (training), paged_attention.cu,
-//   logprobs.cu, sample.cu, optimizer.cu.
+//   logprobs.cu, sample.cu, optimizer.cu, decode_gemv.cu (small-batch GEMV and the fused
+//   decode ops).
 #pragma once
 
 #include <cublasLt.h>
@@ -88,6 +89,13 @@ class CudaOps final : public Ops {
   void paged_attention(void* out, const void* q, const PagedKv& cache, const PagedBatch& b,
                        const AttnShape& s) override;
 
+  int fused_decode_max_tokens(int64_t hidden) const override;
+  void norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w, float eps, int64_t d,
+                           const QkvWeights& w, const float* cos_sin_f32, const PagedKv& cache,
+                           const PagedBatch& b, const AttnShape& s) override;
+  void norm_gate_up(void* h, const void* x, const void* norm_w, float eps, const void* gate_w,
+                    const void* up_w, int64_t n, int64_t d, int64_t inter) override;
+
   void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
                       const int32_t* targets, int64_t n, int64_t vocab) override;
   void token_logprobs_backward(void* dlogits, const void* logits, const int32_t* targets,
@@ -108,6 +116,9 @@ class CudaOps final : public Ops {
  private:
   // Makes this backend's GPU current for the calling thread (cheap when it already is).
   void activate() const;
+  // gemm through the decode GEMV kernel when the shape suits it (a few rows of A, B^T
+  // weights, bf16 C, beta 0 or 1); false leaves the call to cuBLAS.
+  bool gemv(const GemmArgs& g);
 
   int device_ = 0;
   int sm_count_ = 0;

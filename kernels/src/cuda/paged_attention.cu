@@ -10,11 +10,15 @@
 
 #include "common.cuh"
 #include "cuda_ops.hpp"
+#include "pdl.cuh"
 
 namespace siesta::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 128;
+// Threads per (token, head) block: 128 in general; 512 for decode batches too small to fill
+// the GPU, so one block walks its context four times faster (latency, not bandwidth, bounds
+// a few hundred keys).
+constexpr int kThreads = 128, kDecodeThreads = 512;
 
 template <bool kVec>
 __global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ vc,
@@ -51,7 +55,7 @@ __device__ __forceinline__ int find_seq(const int32_t* __restrict__ q_start, int
   return lo;
 }
 
-template <int TPK>
+template <int TPK, int kThreads>
 __global__ void __launch_bounds__(kThreads)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
                            const bf16* __restrict__ kc, const bf16* __restrict__ vc,
@@ -64,6 +68,9 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kGroups = kThreads / TPK;
   __shared__ float sm_m[kGroups], sm_l[kGroups];
   __shared__ float sm_acc[kGroups * TPK * 8];
+  // Launched with PDL between the decode GEMV kernels: everything below reads their output.
+  pdl_launch_dependents();
+  pdl_wait();
 
   // Heads of one token are adjacent blocks, so the query heads sharing a KV head read it
   // through L2 at about the same time.
@@ -144,15 +151,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int TPK>
-void launch_paged(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
-                  const AttnShape& s) {
+void launch_paged(cudaStream_t st, int sms, void* out, const void* q, const PagedKv& c,
+                  const PagedBatch& b, const AttnShape& s) {
   const unsigned grid = unsigned(s.n_heads) * unsigned(b.num_tokens);
-  paged_attention_kernel<TPK><<<grid, kThreads, 0, st>>>(
-      static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
-      static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
-      b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, s.head_dim,
-      s.scale);
-  SIESTA_CUDA_LAUNCH_CHECK();
+  const bool wide = b.max_q_len == 1 && grid < unsigned(2 * sms);
+  auto kernel = wide ? paged_attention_kernel<TPK, kDecodeThreads>
+                     : paged_attention_kernel<TPK, kThreads>;
+  launch_pdl(kernel, dim3(grid), dim3(wide ? kDecodeThreads : kThreads), 0, st,
+             static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
+             static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
+             b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, s.head_dim,
+             s.scale);
 }
 
 void check_shape(const AttnShape& s, const char* op) {
@@ -196,12 +205,12 @@ void CudaOps::paged_attention(void* out, const void* q, const PagedKv& cache, co
           "paged_attention: num_tokens * n_heads must be < 2^31");
   activate();
   const int per_key = s.head_dim / 8;  // threads holding one key row
-  if (per_key <= 1) launch_paged<1>(stream_, out, q, cache, b, s);
-  else if (per_key <= 2) launch_paged<2>(stream_, out, q, cache, b, s);
-  else if (per_key <= 4) launch_paged<4>(stream_, out, q, cache, b, s);
-  else if (per_key <= 8) launch_paged<8>(stream_, out, q, cache, b, s);
-  else if (per_key <= 16) launch_paged<16>(stream_, out, q, cache, b, s);
-  else launch_paged<32>(stream_, out, q, cache, b, s);
+  if (per_key <= 1) launch_paged<1>(stream_, sm_count_, out, q, cache, b, s);
+  else if (per_key <= 2) launch_paged<2>(stream_, sm_count_, out, q, cache, b, s);
+  else if (per_key <= 4) launch_paged<4>(stream_, sm_count_, out, q, cache, b, s);
+  else if (per_key <= 8) launch_paged<8>(stream_, sm_count_, out, q, cache, b, s);
+  else if (per_key <= 16) launch_paged<16>(stream_, sm_count_, out, q, cache, b, s);
+  else launch_paged<32>(stream_, sm_count_, out, q, cache, b, s);
 }
 
 }  // namespace siesta::kernels::cuda

@@ -1,14 +1,17 @@
-// Token sampling on the GPU, one block per logits row:
+// Token sampling on the GPU, each logits row split over up to 32 blocks whose partial results
+// one warp per row merges (a single block per row left a 150k-vocabulary decode step waiting
+// on one SM):
 // - greedy (temperature 0): argmax, the lowest index on ties;
 // - temperature T: Gumbel-max, argmax_j (x_j / T + G_j) with G_j = -log(-log u_j) and u_j from a
 //   counter-based hash of (seed, step, j), so a request's draw depends on its seed and step
 //   only, never on batch composition or launch order.
-// The same block computes log-sum-exp of the unmodified row, so the reported log-prob is
+// The same pass computes log-sum-exp of the unmodified row, so the reported log-prob is
 // x[token] - lse (temperature 1, no truncation), as vLLM reports it.
 // Rows with top_k / top_p copy only that row to the host and draw with the CPU backend's
 // cpu::sample_row (inverse CDF over the kept set, one uniform per (seed, step)), so both
 // backends truncate identically; sorting a 150k vocabulary per row is not worth a GPU kernel at
 // decode batch sizes.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -20,7 +23,7 @@
 namespace siesta::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 512;
+constexpr int kThreads = 256;
 
 __host__ __device__ inline uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -49,77 +52,122 @@ struct RowResult {
   float logprob;  // x[token] - lse
 };
 
+// Running (max, sum of exp) of the row and the best (score, index) so far.
+struct Acc {
+  float m, s, best;
+  int64_t idx;
+};
+// Nothing seen yet; idx = vocab so that any real index is lower.
+__device__ __forceinline__ Acc empty_acc(int64_t vocab) { return {-INFINITY, 0.f, -INFINITY, vocab}; }
+
+__device__ __forceinline__ void combine(Acc& a, const Acc& b) {
+  const float M = fmaxf(a.m, b.m);
+  if (M != -INFINITY) {
+    a.s = (a.s > 0.f ? a.s * __expf(a.m - M) : 0.f) + (b.s > 0.f ? b.s * __expf(b.m - M) : 0.f);
+    a.m = M;
+  }
+  if (b.best > a.best || (b.best == a.best && b.idx < a.idx)) {
+    a.best = b.best;
+    a.idx = b.idx;
+  }
+}
+
+__device__ __forceinline__ Acc warp_combine(Acc a) {
+  for (int o = 16; o > 0; o >>= 1) {
+    Acc b;
+    b.m = __shfl_xor_sync(0xffffffffu, a.m, o);
+    b.s = __shfl_xor_sync(0xffffffffu, a.s, o);
+    b.best = __shfl_xor_sync(0xffffffffu, a.best, o);
+    b.idx = __shfl_xor_sync(0xffffffffu, a.idx, o);
+    combine(a, b);
+  }
+  return a;
+}
+
+// Adds the values x[0..n) at indices j0.. to a thread's accumulator: one rescale per group.
+template <int N>
+__device__ __forceinline__ void add_values(Acc& a, const float (&x)[N], int64_t j0,
+                                           const RowParams& p) {
+  float mx = x[0];
+#pragma unroll
+  for (int i = 1; i < N; ++i) mx = fmaxf(mx, x[i]);
+  if (mx > a.m) {
+    a.s = a.s > 0.f ? a.s * __expf(a.m - mx) : 0.f;
+    a.m = mx;
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    a.s += __expf(x[i] - a.m);
+    const float score = p.inv_temp > 0.f ? x[i] * p.inv_temp + gumbel(p.key, j0 + i) : x[i];
+    if (score > a.best) {  // indices increase per thread: equal scores keep the lower one
+      a.best = score;
+      a.idx = j0 + i;
+    }
+  }
+}
+
+// Stage 1: block (row, split) reduces its slice of the row to one Acc.
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(RowResult* __restrict__ out, const bf16* __restrict__ logits,
-                  const RowParams* __restrict__ params, int64_t vocab) {
-  __shared__ float red_m[32], red_s[32], red_best[32];
-  __shared__ int64_t red_idx[32];
+    sample_partial_kernel(Acc* __restrict__ partial, const bf16* __restrict__ logits,
+                          const RowParams* __restrict__ params, int64_t vocab, int64_t per_split,
+                          bool vec) {
+  __shared__ Acc red[kThreads / 32];
   const int64_t i = blockIdx.x;
   const bf16* row = logits + i * vocab;
   const RowParams p = params[i];
-  float m = -INFINITY, s = 0.f, best = -INFINITY;
-  int64_t best_idx = vocab;  // "none yet": any real index is lower
-  for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-    const float x = to_f(row[j]);
-    if (x > m) {
-      s = s * __expf(m - x);  // m = -inf and s = 0 gives 0 * 0
-      m = x;
+  const int64_t lo = int64_t(blockIdx.y) * per_split, hi = min(vocab, lo + per_split);
+  Acc a = empty_acc(vocab);
+  if (vec) {  // row and slice start 16-byte aligned, slice length a multiple of 8 but the last
+    const int64_t vhi = lo + (hi - lo) / 8 * 8;
+    for (int64_t j = lo + int64_t(threadIdx.x) * 8; j < vhi; j += int64_t(kThreads) * 8) {
+      float x[8];
+      unpack8(load8(row + j), x);
+      add_values(a, x, j, p);
     }
-    s += __expf(x - m);
-    const float score = p.inv_temp > 0.f ? x * p.inv_temp + gumbel(p.key, j) : x;
-    if (score > best) {  // j increases per thread, so equal scores keep the lower index
-      best = score;
-      best_idx = j;
+    for (int64_t j = vhi + threadIdx.x; j < hi; j += kThreads) {
+      const float x[1] = {to_f(row[j])};
+      add_values(a, x, j, p);
+    }
+  } else {
+    for (int64_t j = lo + threadIdx.x; j < hi; j += kThreads) {
+      const float x[1] = {to_f(row[j])};
+      add_values(a, x, j, p);
     }
   }
-  // Warp then block reduction of (m, s) and (best, best_idx).
-  auto combine = [](float& m1, float& s1, float& b1, int64_t& i1, float m2, float s2, float b2,
-                    int64_t i2) {
-    const float M = fmaxf(m1, m2);
-    if (M != -INFINITY) {
-      s1 = (s1 > 0.f ? s1 * __expf(m1 - M) : 0.f) + (s2 > 0.f ? s2 * __expf(m2 - M) : 0.f);
-      m1 = M;
-    }
-    if (b2 > b1 || (b2 == b1 && i2 < i1)) {
-      b1 = b2;
-      i1 = i2;
-    }
-  };
-  for (int o = 16; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    const float b2 = __shfl_xor_sync(0xffffffffu, best, o);
-    const int64_t i2 = __shfl_xor_sync(0xffffffffu, best_idx, o);
-    combine(m, s, best, best_idx, m2, s2, b2, i2);
-  }
+  a = warp_combine(a);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) {
-    red_m[warp] = m;
-    red_s[warp] = s;
-    red_best[warp] = best;
-    red_idx[warp] = best_idx;
-  }
+  if (lane == 0) red[warp] = a;
   __syncthreads();
   if (warp == 0) {
-    const bool have = lane < int(blockDim.x / 32);
-    m = have ? red_m[lane] : -INFINITY;
-    s = have ? red_s[lane] : 0.f;
-    best = have ? red_best[lane] : -INFINITY;
-    best_idx = have ? red_idx[lane] : vocab;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
-      const float b2 = __shfl_xor_sync(0xffffffffu, best, o);
-      const int64_t i2 = __shfl_xor_sync(0xffffffffu, best_idx, o);
-      combine(m, s, best, best_idx, m2, s2, b2, i2);
-    }
-    if (lane == 0) {
-      // All -inf / NaN rows: fall back to token 0 rather than an out-of-range index.
-      const int32_t tok = int32_t(best_idx < vocab ? best_idx : 0);
-      const float lse = m + logf(s);
-      out[i].token = tok;
-      out[i].lse = lse;
-      out[i].logprob = to_f(row[tok]) - lse;
-    }
+    Acc b = lane < kThreads / 32 ? red[lane] : empty_acc(vocab);
+    b = warp_combine(b);
+    if (lane == 0) partial[i * gridDim.y + blockIdx.y] = b;
   }
+}
+
+// Stage 2: one warp per row merges the row's splits (at most 32).
+__global__ void sample_finish_kernel(RowResult* __restrict__ out, const Acc* __restrict__ partial,
+                                     const bf16* __restrict__ logits, int64_t vocab, int splits) {
+  const int64_t i = blockIdx.x;
+  const int lane = threadIdx.x;
+  Acc a = lane < splits ? partial[i * splits + lane] : empty_acc(vocab);
+  a = warp_combine(a);
+  if (lane == 0) {
+    // All -inf / NaN rows: fall back to token 0 rather than an out-of-range index.
+    const int32_t tok = int32_t(a.idx < vocab ? a.idx : 0);
+    const float lse = a.m + logf(a.s);
+    out[i].token = tok;
+    out[i].lse = lse;
+    out[i].logprob = to_f(logits[i * vocab + tok]) - lse;
+  }
+}
+
+// Splits per row: enough blocks to fill the GPU at decode batch sizes, each slice long enough
+// to amortise its partial; at most 32 (one warp merges them).
+int splits_for(int64_t n, int64_t vocab, int sms) {
+  const int64_t by_size = (vocab + 4095) / 4096;
+  const int64_t by_fill = (2 * int64_t(sms) + n - 1) / n;
+  return int(std::max<int64_t>(1, std::min<int64_t>({32, by_size, by_fill})));
 }
 
 bool truncates(const SamplingRow& r, int64_t vocab) {
@@ -147,16 +195,25 @@ void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* 
     params[size_t(i)] = {row_key(r.seed, r.step), r.temperature > 0.f ? 1.f / r.temperature : 0.f,
                          0};
   }
-  const size_t params_bytes = size_t(n) * sizeof(RowParams);
-  const size_t result_offset = (params_bytes + 255) / 256 * 256;
-  char* base = static_cast<char*>(
-      sample_scratch_.get(result_offset + size_t(n) * sizeof(RowResult), stream_));
+  const int splits = splits_for(n, vocab, sm_count_);
+  int64_t per_split = (vocab + splits - 1) / splits;
+  per_split = (per_split + 7) / 8 * 8;  // slices start on 16-byte boundaries
+  const bool vec = vocab % 8 == 0 && aligned16(logits);
+  auto align = [](size_t b) { return (b + 255) / 256 * 256; };
+  const size_t params_bytes = align(size_t(n) * sizeof(RowParams));
+  const size_t partial_bytes = align(size_t(n) * size_t(splits) * sizeof(Acc));
+  char* base = static_cast<char*>(sample_scratch_.get(
+      params_bytes + partial_bytes + size_t(n) * sizeof(RowResult), stream_));
   auto* d_params = reinterpret_cast<RowParams*>(base);
-  auto* d_results = reinterpret_cast<RowResult*>(base + result_offset);
-  SIESTA_CUDA_CHECK(cudaMemcpyAsync(d_params, params.data(), params_bytes, cudaMemcpyHostToDevice,
-                                    stream_));
-  sample_kernel<<<unsigned(n), kThreads, 0, stream_>>>(d_results, static_cast<const bf16*>(logits),
-                                                       d_params, vocab);
+  auto* d_partial = reinterpret_cast<Acc*>(base + params_bytes);
+  auto* d_results = reinterpret_cast<RowResult*>(base + params_bytes + partial_bytes);
+  SIESTA_CUDA_CHECK(cudaMemcpyAsync(d_params, params.data(), size_t(n) * sizeof(RowParams),
+                                    cudaMemcpyHostToDevice, stream_));
+  sample_partial_kernel<<<dim3(unsigned(n), unsigned(splits)), kThreads, 0, stream_>>>(
+      d_partial, static_cast<const bf16*>(logits), d_params, vocab, per_split, vec);
+  SIESTA_CUDA_LAUNCH_CHECK();
+  sample_finish_kernel<<<unsigned(n), 32, 0, stream_>>>(
+      d_results, d_partial, static_cast<const bf16*>(logits), vocab, splits);
   SIESTA_CUDA_LAUNCH_CHECK();
   std::vector<RowResult> results(static_cast<size_t>(n));
   SIESTA_CUDA_CHECK(cudaMemcpyAsync(results.data(), d_results, size_t(n) * sizeof(RowResult),

@@ -160,6 +160,38 @@ class Ops {
   virtual void paged_attention(void* out, const void* q, const PagedKv& cache,
                                const PagedBatch& b, const AttnShape& s) = 0;
 
+  // ---- fused decode (a few tokens per step) --------------------------------------------
+  // A decode step moves every weight once for a handful of tokens, so its time is kernel count
+  // and weight bandwidth. These two ops do the work of several ops above in one pass over the
+  // weights, with the same rounding points (act dtype after each op they replace); results
+  // match the op-by-op sequence up to accumulation order.
+  //
+  // How many tokens one call may carry for a model of this hidden size; 0 when the fused
+  // ops cannot take that size (callers then use the op-by-op sequence).
+  virtual int fused_decode_max_tokens(int64_t hidden) const = 0;
+  // The attention input projections of one layer, HF [out, in] in act dtype; biases may be null.
+  struct QkvWeights {
+    const void* q = nullptr;
+    const void* k = nullptr;
+    const void* v = nullptr;
+    const void* q_bias = nullptr;
+    const void* k_bias = nullptr;
+    const void* v_bias = nullptr;
+  };
+  // For b.num_tokens tokens (<= fused_decode_max_tokens(d)):
+  //   xn = rmsnorm(x, norm_w, eps); q = xn Wq^T + bq; k = xn Wk^T + bk; v = xn Wv^T + bv;
+  //   rope(q), rope(k) at b.positions; k and v stored in `cache` at b.slot_mapping (slot < 0:
+  //   not stored); q_out = q.   x [n, d], q_out [n, n_heads * head_dim].
+  virtual void norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w, float eps,
+                                   int64_t d, const QkvWeights& w, const float* cos_sin_f32,
+                                   const PagedKv& cache, const PagedBatch& b,
+                                   const AttnShape& s) = 0;
+  // h[n, inter] = silu(xn Wg^T) * (xn Wu^T), xn = rmsnorm(x, norm_w, eps); x [n, d],
+  // Wg / Wu [inter, d]; n <= fused_decode_max_tokens(d).
+  virtual void norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
+                            const void* gate_w, const void* up_w, int64_t n, int64_t d,
+                            int64_t inter) = 0;
+
   // ---- log-probabilities (GRPO/SFT head) ------------------------------------------------
   // For each row i of logits [n, vocab]: logprob_f32[i] = log softmax(logits_i)[targets[i]],
   // entropy_f32[i] = -sum p log p (entropy may be null).

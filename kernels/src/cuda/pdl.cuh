@@ -1,0 +1,54 @@
+// Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while
+// the kernel before it on the stream is still running, so its launch latency and whatever it
+// does before pdl_wait() (prefetching weights, which no kernel writes) overlap its
+// predecessor. The rule that keeps this correct: a kernel launched with launch_pdl reads or
+// writes nothing a predecessor touches before pdl_wait(), which returns once every
+// predecessor grid has finished and its memory is visible. pdl_launch_dependents() lets the
+// next kernel start early; calling it first thing is safe because of that rule.
+// Stream capture records these launches as programmatic edges, so CUDA graphs keep the overlap.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "siesta/kernels/error.hpp"
+
+namespace siesta::kernels::cuda {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Pulls the 128-byte lines of [p, p + bytes) towards L2; lanes of a warp split the lines.
+__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes, int lane, int lanes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = int64_t(lane) * 128; off < bytes; off += int64_t(lanes) * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+template <class... KernelArgs, class... Args>
+void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace siesta::kernels::cuda
