@@ -25,16 +25,36 @@ struct Runner {
   double limit_gbps;
   // Times fn, whose minimal traffic is `bytes`; poisons `out` first (unless fn accumulates
   // into it) and checks that it is finite after one call.
+  // in_graph: time kGraphCalls calls captured into one CUDA graph, as a decode step replays
+  // them (no host launch cost between kernels; PDL overlap kept).
   void row(const std::string& op, const std::string& size, double bytes, void* out,
            size_t out_elems, bool out_bf16, const std::function<void()>& fn,
-           bool accumulates = false) {
+           bool accumulates = false, bool in_graph = false) {
     if (!accumulates) poison(out, out_elems * (out_bf16 ? 2 : 4));
     SIESTA_CUDA_CHECK(cudaDeviceSynchronize());
     fn();
     ops.synchronize();
     const std::string check = finite_check(out, out_elems, out_bf16);
     const int iters = std::max(1, int(2e-3 / (bytes / (limit_gbps * 1e9))));  // ~2 ms a sample
-    const double ms = time_ms(o, iters, fn, [&] { ops.synchronize(); });
+    double ms = 0;
+    if (in_graph) {
+      constexpr int kGraphCalls = 256;
+      auto st = static_cast<cudaStream_t>(ops.native_stream());
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      SIESTA_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+      for (int i = 0; i < kGraphCalls; ++i) fn();
+      SIESTA_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+      SIESTA_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      ms = time_ms(o, std::max(1, iters / kGraphCalls),
+                   [&] { SIESTA_CUDA_CHECK(cudaGraphLaunch(exec, st)); },
+                   [&] { ops.synchronize(); }) /
+           kGraphCalls;
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    } else {
+      ms = time_ms(o, iters, fn, [&] { ops.synchronize(); });
+    }
     table.row({{"op", op}, {"size", size}, {"bytes", fmt_bytes(bytes)}, {"time_us", ms * 1e3}},
               bytes / (ms * 1e-3) / 1e9, limit_gbps, "GB/s", check);
   }
@@ -116,7 +136,7 @@ int main(int argc, char** argv) {
     }
     // Paged decode attention, 0.5b heads (14 query, 2 KV, head_dim 64), block size 16.
     struct Decode { int batch, ctx; };
-    for (Decode dc : {Decode{1, 1024}, Decode{64, 1024}, Decode{8, 8192}}) {
+    for (Decode dc : {Decode{1, 256}, Decode{1, 1024}, Decode{64, 1024}, Decode{8, 8192}}) {
       const int H = 14, Hk = 2, hd = 64, bs = 16;
       const int blocks_per_seq = (dc.ctx + bs - 1) / bs, num_blocks = dc.batch * blocks_per_seq;
       const size_t kv_elems = size_t(num_blocks) * bs * Hk * hd;
@@ -152,7 +172,7 @@ int main(int argc, char** argv) {
       run.row("paged_attention decode",
               "batch " + std::to_string(dc.batch) + " ctx " + std::to_string(dc.ctx), bytes,
               out.as(), size_t(dc.batch) * H * hd, true,
-              [&] { ops->paged_attention(out.as(), q.as(), cache, b, s); });
+              [&] { ops->paged_attention(out.as(), q.as(), cache, b, s); }, false, true);
     }
     // Decode-step kernels at 0.5b shapes (d 896, inter 4864, 14/2 heads of 64, vocab 151936).
     // A decode step reads each layer's weights once, from HBM: every row cycles through enough
@@ -188,7 +208,7 @@ int main(int argc, char** argv) {
                   g.c_dtype = DType::BF16;
                   ops->gemm(g);
                 },
-                /*accumulates=*/l.beta != 0.f);
+                /*accumulates=*/l.beta != 0.f, /*in_graph=*/true);
       }
       {  // rmsnorm -> gate|up -> SwiGLU
         const double wbytes = 2.0 * inter * d * 2;
@@ -202,7 +222,7 @@ int main(int argc, char** argv) {
                   const char* base = w.as<char>() + size_t(r++ % R) * size_t(wbytes);
                   ops->norm_gate_up(h.as(), x.as(), nw.as(), 1e-6f, base,
                                     base + size_t(inter * d) * 2, m, d, inter);
-                });
+                }, false, true);
       }
       {  // rmsnorm -> q|k|v + bias -> rope -> q out, K/V into the cache
         const int H = 14, Hk = 2, hd = 64, qd = H * hd, kvd = Hk * hd;
@@ -236,7 +256,7 @@ int main(int argc, char** argv) {
                                                bb + size_t(qd) * 2, bb + size_t(qd + kvd) * 2};
                   ops->norm_qkv_rope_cache(q.as(), x.as(), nw.as(), 1e-6f, d, qkv,
                                            cs.as<float>(), cache, b, s);
-                });
+                }, false, true);
       }
     }
     {  // Greedy sampling of one decode row over the whole vocabulary
@@ -255,7 +275,8 @@ int main(int argc, char** argv) {
     table.note("bytes: fewest an op must move; token_logprobs_backward reads the logits twice "
                "(lse first), so its ceiling is 2/3 of the limit");
     table.note("decode rows: weights cycle through replicas of >= 256 MiB (HBM, not L2); "
-               "gemv is Ops::gemm with m rows; sample includes its host round trip (params in, "
+               "gemv is Ops::gemm with m rows; decode rows and paged attention are timed as 256 calls in "
+               "one CUDA graph, as a decode step runs them; sample includes its host round trip (params in, "
                "token out, stream sync)");
     table.note("paged decode: 14 query / 2 KV heads, head_dim 64, block 16; bytes = K and V of "
                "every cached token once (query heads sharing a KV head re-read it through L2)");

@@ -6,10 +6,11 @@
 //   qkv_kernel           rmsnorm -> q|k|v -> bias -> rope -> q out, K/V into the paged cache
 //   gate_up_kernel       rmsnorm -> gate|up -> SwiGLU
 // Layout of the work: a block stages the (normalised) tokens in shared memory as bf16, rounded
-// exactly where the op-by-op sequence rounds; each warp then owns a "unit" of two weight rows
-// (two rows so that a rope pair, or a gate row and its up row, meet in one warp), every lane
-// keeping kUnroll 16-byte loads of each row in flight. All three launch with PDL (pdl.cuh): the
-// first unit's rows are prefetched to L2 before waiting on the previous kernel.
+// exactly where the op-by-op sequence rounds; a "unit" of two weight rows (two so that a rope
+// pair, or a gate row and its up row, meet in one place) goes to one warp, or to S warps that
+// split a long row, each lane holding its chunks of both rows in registers. All three launch
+// with PDL (pdl.cuh) and load their first unit's rows before waiting on the previous kernel, so
+// the weight reads of one kernel overlap the tail of the one before.
 #include <algorithm>
 #include <string>
 
@@ -21,8 +22,8 @@ namespace siesta::kernels::cuda {
 namespace {
 
 constexpr int kMaxTokens = 8;
-constexpr int kUnroll = 4;
-constexpr int kMaxThreads = 256;
+constexpr int kChunks = 4;        // 16-byte chunks of each row a lane holds per round
+constexpr int kThreads = 256;     // 8 warps per block
 constexpr size_t kSmemLimit = 48 * 1024;  // staged tokens; the default limit, no opt-in needed
 
 // Weights are read once per step: stream them past L1.
@@ -37,80 +38,139 @@ __device__ __forceinline__ Bf16x8 load_weight8(const bf16* p) {
 
 __device__ __forceinline__ float round_bf(float x) { return to_f(to_bf(x)); }
 
-// xs[m, :] = x[m, :] (norm_w null) or rmsnorm(x[m, :]) * norm_w rounded to bf16, m < M.
+// xs[m, :] = x[m, :] (norm_w null) or rmsnorm(x[m, :]) * norm_w rounded to bf16 for m < n;
+// zeros for n <= m < M (kernels are compiled for M tokens and called with n). One pass over
+// global memory; the norm statistics are summed in a fixed order (no atomics), so a step's
+// output never depends on scheduling.
 template <int M>
-__device__ void stage_tokens(bf16* xs, const bf16* __restrict__ x, int64_t ldx, int k,
+__device__ void stage_tokens(bf16* xs, const bf16* __restrict__ x, int64_t ldx, int n, int k,
                              const bf16* __restrict__ norm_w, float eps) {
-  __shared__ float rstd[kMaxTokens];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  if (norm_w) {
-    for (int m = warp; m < M; m += warps) {
-      float ss = 0.f;
-      for (int j = lane * 8; j < k; j += 256) {
-        float a[8];
-        unpack8(load8(x + m * ldx + j), a);
+  __shared__ float ss_warp[kThreads / 32][M];
+  __shared__ float rstd[M];
+  const int chunks = k / 8, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float ss[M];
 #pragma unroll
-        for (int i = 0; i < 8; ++i) ss += a[i] * a[i];
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) rstd[m] = rsqrtf(ss / float(k) + eps);
-    }
-    __syncthreads();
-  }
-  const int chunks = k / 8;
+  for (int m = 0; m < M; ++m) ss[m] = 0.f;
   for (int idx = threadIdx.x; idx < M * chunks; idx += blockDim.x) {
     const int m = idx / chunks, c = idx % chunks;
-    Bf16x8 v = load8(x + m * ldx + c * 8);
-    if (norm_w) {
-      float a[8], w[8];
-      unpack8(v, a);
-      unpack8(load8(norm_w + c * 8), w);
-      const float r = rstd[m];
+    Bf16x8 v{};
+    if (m < n) {
+      v = load8(x + m * ldx + c * 8);
+      if (norm_w) {
+        float a[8], part = 0.f;
+        unpack8(v, a);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) a[i] = a[i] * r * w[i];
-      v = pack8(a);
+        for (int i = 0; i < 8; ++i) part += a[i] * a[i];
+#pragma unroll
+        for (int mm = 0; mm < M; ++mm)
+          if (mm == m) ss[mm] += part;
+      }
     }
     store8(xs + m * k + c * 8, v);
+  }
+  if (norm_w) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float w = warp_sum(ss[m]);
+      if (lane == 0) ss_warp[warp][m] = w;
+    }
+  }
+  __syncthreads();
+  if (!norm_w) return;
+  if (threadIdx.x < M) {
+    float t = 0.f;
+    for (int w = 0; w < kThreads / 32; ++w) t += ss_warp[w][threadIdx.x];
+    rstd[threadIdx.x] = rsqrtf(t / float(k) + eps);
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < n * chunks; idx += blockDim.x) {
+    const int m = idx / chunks, c = idx % chunks;
+    const float r = rstd[m];
+    float a[8], w[8];
+    unpack8(load8(xs + m * k + c * 8), a);
+    unpack8(load8(norm_w + c * 8), w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) a[i] = a[i] * r * w[i];
+    store8(xs + m * k + c * 8, pack8(a));
   }
   __syncthreads();
 }
 
-// a[m] = <wa, xs[m]>, b[m] = <wb, xs[m]> over k (a multiple of 8), summed over the warp.
-template <int M>
-__device__ __forceinline__ void dot2(const bf16* __restrict__ wa, const bf16* __restrict__ wb,
-                                     const bf16* xs, int k, int lane, float (&a)[M],
-                                     float (&b)[M]) {
+// Two weight rows of one unit as a lane holds them: chunks c0 + i * step of each row.
+struct RowRegs {
+  Bf16x8 a[kChunks], b[kChunks];
+};
+
+__device__ __forceinline__ void load_rows(RowRegs& r, const bf16* wa, const bf16* wb, int c0,
+                                          int step, int chunks) {
 #pragma unroll
-  for (int m = 0; m < M; ++m) a[m] = b[m] = 0.f;
-  const int chunks = k / 8;
-  for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
-    Bf16x8 va[kUnroll], vb[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * 32;
-      if (c < chunks) {
-        va[u] = load_weight8(wa + c * 8);
-        vb[u] = load_weight8(wb + c * 8);
-      }
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = c0 + i * step;
+    if (c < chunks) {
+      r.a[i] = load_weight8(wa + c * 8);
+      r.b[i] = load_weight8(wb + c * 8);
     }
+  }
+}
+
+template <int M>
+__device__ __forceinline__ void fma_rows(float (&a)[M], float (&b)[M], const RowRegs& r,
+                                         const bf16* xs, int k, int c0, int step, int chunks) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u * 32;
-      if (c < chunks) {
-        float fa[8], fb[8];
-        unpack8(va[u], fa);
-        unpack8(vb[u], fb);
+  for (int i = 0; i < kChunks; ++i) {
+    const int c = c0 + i * step;
+    if (c < chunks) {
+      float fa[8], fb[8];
+      unpack8(r.a[i], fa);
+      unpack8(r.b[i], fb);
 #pragma unroll
-        for (int m = 0; m < M; ++m) {
-          float xf[8];
-          unpack8(load8(xs + m * k + c * 8), xf);
+      for (int m = 0; m < M; ++m) {
+        float xf[8];
+        unpack8(load8(xs + m * k + c * 8), xf);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            a[m] += fa[i] * xf[i];
-            b[m] += fb[i] * xf[i];
-          }
+        for (int j = 0; j < 8; ++j) {
+          a[m] += fa[j] * xf[j];
+          b[m] += fb[j] * xf[j];
         }
       }
+    }
+  }
+}
+
+// The loop of every decode kernel. Units of two rows go to groups of S warps (the S slices of
+// a unit split its chunks, so that for rows up to kChunks * 8 * 32 * S elements a lane holds
+// every chunk it needs in registers at once). The grid has a group for every unit, so a
+// warp's rows are loaded once, first thing: before pdl_wait (no kernel of the step writes
+// weights), overlapping the kernel before. Policy provides
+//   rows(u, wa, wb)          the unit's two rows
+//   finish(u, n, a, b)       called by one lane with the unit's full sums for tokens < n
+template <int M, class Policy>
+__device__ __forceinline__ void run_units(const Policy& pol, int units, int n, int k, bf16* xs,
+                                          const bf16* x, int64_t ldx, const bf16* norm_w,
+                                          float eps, int S) {
+  __shared__ float part[kThreads / 32][2 * M];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int groups = kThreads / 32 / S, g = warp / S, slice = warp % S;
+  const int chunks = k / 8, step = 32 * S, c0 = slice * 32 + lane;
+  const int u = blockIdx.x * groups + g;
+  const bool valid = u < units;
+  RowRegs cur;
+  const bf16 *wa = nullptr, *wb = nullptr;
+  if (valid) {
+    pol.rows(u, wa, wb);
+    load_rows(cur, wa, wb, c0, step, chunks);
+  }
+  pdl_wait();
+  stage_tokens<M>(xs, x, ldx, n, k, norm_w, eps);
+  float a[M], b[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) a[m] = b[m] = 0.f;
+  if (valid) {
+    fma_rows<M>(a, b, cur, xs, k, c0, step, chunks);
+    // Rows longer than one round: the rest, loaded then used.
+    for (int c = c0 + kChunks * step; c < chunks; c += kChunks * step) {
+      load_rows(cur, wa, wb, c, step, chunks);
+      fma_rows<M>(a, b, cur, xs, k, c, step, chunks);
     }
   }
 #pragma unroll
@@ -118,49 +178,59 @@ __device__ __forceinline__ void dot2(const bf16* __restrict__ wa, const bf16* __
     a[m] = warp_sum(a[m]);
     b[m] = warp_sum(b[m]);
   }
+  if (S > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < M; ++m) part[warp][m] = a[m], part[warp][M + m] = b[m];
+    __syncthreads();
+    if (slice == 0 && lane == 0)
+      for (int s2 = 1; s2 < S; ++s2)
+#pragma unroll
+        for (int m = 0; m < M; ++m) a[m] += part[warp + s2][m], b[m] += part[warp + s2][M + m];
+  }
+  if (slice == 0 && lane == 0 && valid) pol.finish(u, n, a, b);
 }
 
-__device__ __forceinline__ void prefetch_rows(const bf16* ra, const bf16* rb, int k, int lane) {
-  prefetch_l2(ra, int64_t(k) * 2, lane, 32);
-  prefetch_l2(rb, int64_t(k) * 2, lane, 32);
+// Warps per unit: enough that a lane holds at most kChunks chunks of a row; at most 8 (the
+// block). Longer rows take more than one round.
+int slices_for(int64_t k) {
+  const int64_t chunks = k / 8;
+  int s = 1;
+  while (s < kThreads / 32 && chunks > int64_t(32) * kChunks * s) s *= 2;
+  return s;
 }
 
 template <int M>
-__global__ void __launch_bounds__(kMaxThreads)
-    gemv_kernel(bf16* __restrict__ y, int64_t ldy, const bf16* __restrict__ x, int64_t ldx,
-                const bf16* __restrict__ w, int64_t ldw, int n, int k, bool accumulate) {
-  extern __shared__ Bf16x8 smem_tokens[];
-  bf16* xs = reinterpret_cast<bf16*>(smem_tokens);
-  pdl_launch_dependents();
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int units = (n + 1) / 2;
-  const int first = blockIdx.x * warps + warp;
-  auto rows = [&](int u, const bf16*& ra, const bf16*& rb) {
+struct GemvPolicy {
+  bf16* y;
+  int64_t ldy;
+  const bf16* w;
+  int64_t ldw;
+  int n_rows;
+  bool accumulate;
+  __device__ __forceinline__ void rows(int u, const bf16*& ra, const bf16*& rb) const {
     ra = w + int64_t(2 * u) * ldw;
-    rb = w + int64_t(min(2 * u + 1, n - 1)) * ldw;  // odd n: the last unit reads a row twice
-  };
-  if (first < units) {
-    const bf16 *ra, *rb;
-    rows(first, ra, rb);
-    prefetch_rows(ra, rb, k, lane);
+    rb = w + int64_t(min(2 * u + 1, n_rows - 1)) * ldw;  // odd n: the last unit reads a row twice
   }
-  pdl_wait();
-  stage_tokens<M>(xs, x, ldx, k, nullptr, 0.f);
-  for (int u = first; u < units; u += gridDim.x * warps) {
-    const bf16 *ra, *rb;
-    rows(u, ra, rb);
-    float a[M], b[M];
-    dot2<M>(ra, rb, xs, k, lane, a, b);
-    if (lane == 0) {
-      const int r = 2 * u;
+  __device__ __forceinline__ void finish(int u, int n, const float (&a)[M], const float (&b)[M]) const {
+    const int r = 2 * u;
 #pragma unroll
-      for (int m = 0; m < M; ++m) {
-        bf16* out = y + m * ldy + r;
-        out[0] = to_bf(a[m] + (accumulate ? to_f(out[0]) : 0.f));
-        if (r + 1 < n) out[1] = to_bf(b[m] + (accumulate ? to_f(out[1]) : 0.f));
-      }
+    for (int m = 0; m < M; ++m) {
+      if (m >= n) break;
+      bf16* out = y + m * ldy + r;
+      out[0] = to_bf(a[m] + (accumulate ? to_f(out[0]) : 0.f));
+      if (r + 1 < n_rows) out[1] = to_bf(b[m] + (accumulate ? to_f(out[1]) : 0.f));
     }
   }
+};
+
+template <int M>
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(GemvPolicy<M> pol, const bf16* __restrict__ x, int64_t ldx, int n, int k, int S) {
+  extern __shared__ Bf16x8 smem_tokens[];
+  pdl_launch_dependents();
+  run_units<M>(pol, (pol.n_rows + 1) / 2, n, k, reinterpret_cast<bf16*>(smem_tokens), x, ldx,
+               nullptr, 0.f, S);
 }
 
 struct QkvParams {
@@ -177,60 +247,46 @@ struct QkvParams {
   int n_heads, n_kv_heads, head_dim;
 };
 
+// Units: rope pairs (j, j + half) of every q head, then of every k head, then consecutive row
+// pairs of v.
 template <int M>
-__global__ void __launch_bounds__(kMaxThreads) qkv_kernel(QkvParams p) {
-  extern __shared__ Bf16x8 smem_tokens[];
-  bf16* xs = reinterpret_cast<bf16*>(smem_tokens);
-  pdl_launch_dependents();
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int hd = p.head_dim, half = hd / 2;
-  const int uq = p.n_heads * half, uk = p.n_kv_heads * half, uv = p.n_kv_heads * half;
-  const int units = uq + uk + uv;
-  // Unit u -> weight matrix, its two rows, and what the epilogue does with them.
-  enum Kind { Q, K, V };
-  auto unit = [&](int u, Kind& kind, int& r0, int& r1, const bf16*& W, const bf16*& B) {
+struct QkvPolicy {
+  QkvParams p;
+  __device__ __forceinline__ void unit(int u, int& kind, int& r0, int& r1) const {  // kind 0 q, 1 k, 2 v
+    const int half = p.head_dim / 2, uq = p.n_heads * half, uk = p.n_kv_heads * half;
     if (u < uq + uk) {
-      kind = u < uq ? Q : K;
-      const int v = kind == Q ? u : u - uq;
-      r0 = (v / half) * hd + v % half;  // rope pair (j, j + half) of one head
+      kind = u < uq ? 0 : 1;
+      const int v = kind == 0 ? u : u - uq;
+      r0 = (v / half) * p.head_dim + v % half;
       r1 = r0 + half;
-      W = kind == Q ? p.wq : p.wk;
-      B = kind == Q ? p.bq : p.bk;
     } else {
-      kind = V;
+      kind = 2;
       r0 = 2 * (u - uq - uk);
       r1 = r0 + 1;
-      W = p.wv;
-      B = p.bv;
     }
-  };
-  const int first = blockIdx.x * warps + warp;
-  if (first < units) {
-    Kind kind;
-    int r0, r1;
-    const bf16 *W, *B;
-    unit(first, kind, r0, r1, W, B);
-    prefetch_rows(W + int64_t(r0) * p.d, W + int64_t(r1) * p.d, p.d, lane);
   }
-  pdl_wait();
-  stage_tokens<M>(xs, p.x, p.d, p.d, p.norm_w, p.eps);
-  const int64_t q_row = int64_t(p.n_heads) * hd, kv_row = int64_t(p.n_kv_heads) * hd;
-  for (int u = first; u < units; u += gridDim.x * warps) {
-    Kind kind;
-    int r0, r1;
-    const bf16 *W, *B;
-    unit(u, kind, r0, r1, W, B);
-    float a[M], b[M];
-    dot2<M>(W + int64_t(r0) * p.d, W + int64_t(r1) * p.d, xs, p.d, lane, a, b);
-    if (lane != 0) continue;
+  __device__ __forceinline__ void rows(int u, const bf16*& ra, const bf16*& rb) const {
+    int kind, r0, r1;
+    unit(u, kind, r0, r1);
+    const bf16* W = kind == 0 ? p.wq : kind == 1 ? p.wk : p.wv;
+    ra = W + int64_t(r0) * p.d;
+    rb = W + int64_t(r1) * p.d;
+  }
+  __device__ __forceinline__ void finish(int u, int n, const float (&a)[M], const float (&b)[M]) const {
+    int kind, r0, r1;
+    unit(u, kind, r0, r1);
+    const bf16* B = kind == 0 ? p.bq : kind == 1 ? p.bk : p.bv;
     const float bias0 = B ? to_f(B[r0]) : 0.f, bias1 = B ? to_f(B[r1]) : 0.f;
+    const int hd = p.head_dim, half = hd / 2;
+    const int64_t q_row = int64_t(p.n_heads) * hd, kv_row = int64_t(p.n_kv_heads) * hd;
 #pragma unroll
     for (int m = 0; m < M; ++m) {
+      if (m >= n) break;
       // Rounded where the op sequence rounds: after the product, after the bias.
       float v0 = round_bf(a[m]), v1 = round_bf(b[m]);
       if (B) v0 = round_bf(v0 + bias0), v1 = round_bf(v1 + bias1);
-      if (kind == V) {
-        const int32_t slot = p.slots[m];
+      const int32_t slot = p.slots[m];
+      if (kind == 2) {
         if (slot < 0) continue;
         p.v_cache[slot * kv_row + r0] = to_bf(v0);
         p.v_cache[slot * kv_row + r1] = to_bf(v1);
@@ -240,104 +296,111 @@ __global__ void __launch_bounds__(kMaxThreads) qkv_kernel(QkvParams p) {
       const float* cs = p.cos_sin + int64_t(p.positions[m]) * hd;
       const float c = cs[j], s = cs[half + j];
       const bf16 o0 = to_bf(v0 * c - v1 * s), o1 = to_bf(v1 * c + v0 * s);
-      if (kind == Q) {
+      if (kind == 0) {
         p.q_out[m * q_row + r0] = o0;
         p.q_out[m * q_row + r1] = o1;
-      } else {
-        const int32_t slot = p.slots[m];
-        if (slot < 0) continue;
+      } else if (slot >= 0) {
         p.k_cache[slot * kv_row + r0] = o0;
         p.k_cache[slot * kv_row + r1] = o1;
       }
     }
   }
-}
+};
 
 template <int M>
-__global__ void __launch_bounds__(kMaxThreads)
-    gate_up_kernel(bf16* __restrict__ h, const bf16* __restrict__ x,
-                   const bf16* __restrict__ norm_w, float eps, const bf16* __restrict__ wg,
-                   const bf16* __restrict__ wu, int d, int inter) {
+__global__ void __launch_bounds__(kThreads) qkv_kernel(QkvParams p, int n, int S) {
   extern __shared__ Bf16x8 smem_tokens[];
-  bf16* xs = reinterpret_cast<bf16*>(smem_tokens);
   pdl_launch_dependents();
-  const int warps = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int first = blockIdx.x * warps + warp;
-  if (first < inter) prefetch_rows(wg + int64_t(first) * d, wu + int64_t(first) * d, d, lane);
-  pdl_wait();
-  stage_tokens<M>(xs, x, d, d, norm_w, eps);
-  for (int u = first; u < inter; u += gridDim.x * warps) {
-    float g[M], up[M];
-    dot2<M>(wg + int64_t(u) * d, wu + int64_t(u) * d, xs, d, lane, g, up);
-    if (lane != 0) continue;
+  const int units = (p.n_heads + 2 * p.n_kv_heads) * (p.head_dim / 2);
+  run_units<M>(QkvPolicy<M>{p}, units, n, p.d, reinterpret_cast<bf16*>(smem_tokens), p.x, p.d,
+               p.norm_w, p.eps, S);
+}
+
+// Unit u: gate row u and up row u, which SwiGLU combines.
+template <int M>
+struct GateUpPolicy {
+  bf16* h;
+  const bf16 *wg, *wu;
+  int d, inter;
+  __device__ __forceinline__ void rows(int u, const bf16*& ra, const bf16*& rb) const {
+    ra = wg + int64_t(u) * d;
+    rb = wu + int64_t(u) * d;
+  }
+  __device__ __forceinline__ void finish(int u, int n, const float (&g)[M], const float (&up)[M]) const {
 #pragma unroll
     for (int m = 0; m < M; ++m) {
+      if (m >= n) break;
       const float gv = round_bf(g[m]), uv = round_bf(up[m]);
       h[int64_t(m) * inter + u] = to_bf(gv / (1.f + __expf(-gv)) * uv);
     }
   }
-}
-
-// Threads and blocks for `units` two-row units: enough warps to cover every SM, at most
-// `per_sm` blocks per SM (the rest loop), never more blocks than units need.
-struct Shape {
-  unsigned blocks, threads;
 };
-Shape shape_for(int64_t units, int sms) {
-  const int threads = units >= int64_t(sms) * 16 ? 256 : 128;
-  const int64_t warps = threads / 32;
-  const int64_t need = (units + warps - 1) / warps;
-  return {unsigned(std::max<int64_t>(1, std::min<int64_t>(need, int64_t(sms) * 4))),
-          unsigned(threads)};
+
+template <int M>
+__global__ void __launch_bounds__(kThreads)
+    gate_up_kernel(GateUpPolicy<M> pol, const bf16* __restrict__ x,
+                   const bf16* __restrict__ norm_w, float eps, int n, int S) {
+  extern __shared__ Bf16x8 smem_tokens[];
+  pdl_launch_dependents();
+  run_units<M>(pol, pol.inter, n, pol.d, reinterpret_cast<bf16*>(smem_tokens), x, pol.d, norm_w,
+               eps, S);
 }
 
+// One group of S warps per unit.
+unsigned blocks_for(int64_t units, int S, int /*sms*/) {
+  const int64_t groups = kThreads / 32 / S;
+  return unsigned(std::max<int64_t>(1, (units + groups - 1) / groups));
+}
+
+// Kernels are compiled for 1, 2, 4 and 8 tokens; a call with n tokens runs the smallest that
+// holds them (the rest stage as zeros and are never written).
 template <template <int> class Launch, class... Args>
-void dispatch_tokens(int m, Args&&... args) {
-  switch (m) {
-    case 1: return Launch<1>::run(args...);
-    case 2: return Launch<2>::run(args...);
-    case 3: return Launch<3>::run(args...);
-    case 4: return Launch<4>::run(args...);
-    case 5: return Launch<5>::run(args...);
-    case 6: return Launch<6>::run(args...);
-    case 7: return Launch<7>::run(args...);
-    case 8: return Launch<8>::run(args...);
-    default: break;
-  }
-  throw KernelError("decode gemv: " + std::to_string(m) + " tokens, allowed 1.." +
+void dispatch_tokens(int n, Args&&... args) {
+  if (n <= 1) return Launch<1>::run(n, args...);
+  if (n <= 2) return Launch<2>::run(n, args...);
+  if (n <= 4) return Launch<4>::run(n, args...);
+  if (n <= kMaxTokens) return Launch<8>::run(n, args...);
+  throw KernelError("decode gemv: " + std::to_string(n) + " tokens, allowed 1.." +
                     std::to_string(kMaxTokens));
 }
 
 template <int M>
 struct LaunchGemv {
-  static void run(const GemmArgs& g, int sms, cudaStream_t st) {
-    const Shape sh = shape_for((g.n + 1) / 2, sms);
-    launch_pdl(gemv_kernel<M>, dim3(sh.blocks), dim3(sh.threads), size_t(M) * g.k * 2, st,
-               static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.a), g.lda,
-               static_cast<const bf16*>(g.b), g.ldb, int(g.n), int(g.k), g.beta != 0.f);
+  static void run(int n, const GemmArgs& g, int sms, cudaStream_t st) {
+    const int S = slices_for(g.k);
+    GemvPolicy<M> pol{static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.b), g.ldb,
+                      int(g.n), g.beta != 0.f};
+    launch_pdl(gemv_kernel<M>, dim3(blocks_for((g.n + 1) / 2, S, sms)), dim3(kThreads),
+               size_t(M) * g.k * 2, st, pol, static_cast<const bf16*>(g.a), g.lda, n, int(g.k),
+               S);
   }
 };
 template <int M>
 struct LaunchQkv {
-  static void run(const QkvParams& p, int sms, cudaStream_t st) {
+  static void run(int n, const QkvParams& p, int sms, cudaStream_t st) {
+    const int S = slices_for(p.d);
     const int64_t units = int64_t(p.n_heads + 2 * p.n_kv_heads) * (p.head_dim / 2);
-    const Shape sh = shape_for(units, sms);
-    launch_pdl(qkv_kernel<M>, dim3(sh.blocks), dim3(sh.threads), size_t(M) * p.d * 2, st, p);
+    launch_pdl(qkv_kernel<M>, dim3(blocks_for(units, S, sms)), dim3(kThreads),
+               size_t(M) * p.d * 2, st, p, n, S);
   }
 };
 template <int M>
 struct LaunchGateUp {
-  static void run(bf16* h, const bf16* x, const bf16* nw, float eps, const bf16* wg,
+  static void run(int n, bf16* h, const bf16* x, const bf16* nw, float eps, const bf16* wg,
                   const bf16* wu, int d, int inter, int sms, cudaStream_t st) {
-    const Shape sh = shape_for(inter, sms);
-    launch_pdl(gate_up_kernel<M>, dim3(sh.blocks), dim3(sh.threads), size_t(M) * d * 2, st, h,
-               x, nw, eps, wg, wu, d, inter);
+    const int S = slices_for(d);
+    launch_pdl(gate_up_kernel<M>, dim3(blocks_for(inter, S, sms)), dim3(kThreads),
+               size_t(M) * d * 2, st, GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, n, S);
   }
 };
 
+// Tokens are staged for the compiled M (1, 2, 4, 8) that holds them.
 int max_tokens_for(int64_t k) {
   if (k <= 0 || k % 8 != 0 || k >= (int64_t(1) << 30)) return 0;
-  return int(std::min<int64_t>(kMaxTokens, int64_t(kSmemLimit) / (k * 2)));
+  const int64_t fit = int64_t(kSmemLimit) / (k * 2);
+  for (int m : {8, 4, 2, 1})
+    if (m <= fit) return m;
+  return 0;
 }
 
 }  // namespace

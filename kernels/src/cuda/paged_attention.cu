@@ -3,9 +3,10 @@
 // thread block per (new token, query head) with an online softmax over the sequence's cached
 // tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike.
 //
-// Inside a block, groups of TPK threads each own one key at a time, every thread holding 8
-// consecutive head-dim elements (one 16-byte load of K and of V per key); a group's partial
-// softmax state (max, sum, 8 accumulators per thread) is merged across groups at the end.
+// Inside a block, groups of TPK threads each own one key at a time (two in flight), every
+// thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per key); the
+// groups' partial softmax states (max, sum, 8 accumulators per thread) are merged at the end,
+// within a warp by shuffles and across warps through shared memory.
 #include <string>
 
 #include "common.cuh"
@@ -66,8 +67,9 @@ __global__ void __launch_bounds__(kThreads)
                            int head_dim, float scale) {
   constexpr int kGroupsPerWarp = 32 / TPK;
   constexpr int kGroups = kThreads / TPK;
-  __shared__ float sm_m[kGroups], sm_l[kGroups];
-  __shared__ float sm_acc[kGroups * TPK * 8];
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float sm_m[kWarps], sm_l[kWarps];
+  __shared__ float sm_acc[kWarps * TPK * 8];
   // Launched with PDL between the decode GEMV kernels: everything below reads their output.
   pdl_launch_dependents();
   pdl_wait();
@@ -98,53 +100,76 @@ __global__ void __launch_bounds__(kThreads)
   }
   float m = -INFINITY, l = 0.f;
   const int64_t kv_row = int64_t(n_kv_heads) * head_dim;
+  // Two keys per group per trip, both loaded before either is used: the walk over a short
+  // decode context is bound by dependent load latency (block table, then K/V), not bandwidth.
   // Warp-uniform trip count: shuffles inside need every lane of the warp.
-  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kGroups) {
-    const int kk = base + gw;
-    const bool valid = kk < n_keys;
-    float kf[8], vf[8];
-    if (valid && active) {
-      const int64_t slot = int64_t(table[kk / block_size]) * block_size + kk % block_size;
-      const int64_t off = slot * kv_row + int64_t(hk) * head_dim + d0;
-      unpack8(load8(kc + off), kf);
-      unpack8(load8(vc + off), vf);
-    } else {
+  for (int base = warp * kGroupsPerWarp; base < n_keys; base += 2 * kGroups) {
+    float kf[2][8], vf[2][8];
+    bool valid[2];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) kf[i] = vf[i] = 0.f;
+    for (int r = 0; r < 2; ++r) {
+      const int kk = base + gw + r * kGroups;
+      valid[r] = kk < n_keys;
+      if (valid[r] && active) {
+        const int64_t slot = int64_t(table[kk / block_size]) * block_size + kk % block_size;
+        const int64_t off = slot * kv_row + int64_t(hk) * head_dim + d0;
+        unpack8(load8(kc + off), kf[r]);
+        unpack8(load8(vc + off), vf[r]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
+      }
     }
-    float dot = 0.f;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) dot += qv[i] * kf[i];
+    for (int r = 0; r < 2; ++r) {
+      float dot = 0.f;
 #pragma unroll
-    for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    if (valid) {
-      const float m_new = fmaxf(m, dot);
-      const float c = __expf(m - m_new);  // 0 when m was -inf
-      const float p = __expf(dot - m_new);
-      l = l * c + p;
+      for (int i = 0; i < 8; ++i) dot += qv[i] * kf[r][i];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + p * vf[i];
-      m = m_new;
+      for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (valid[r]) {
+        const float m_new = fmaxf(m, dot);
+        const float c = __expf(m - m_new);  // 0 when m was -inf
+        const float p = __expf(dot - m_new);
+        l = l * c + p;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + p * vf[r][i];
+        m = m_new;
+      }
     }
   }
-  const int g = warp * kGroupsPerWarp + gw;
-  if (lig == 0) {
-    sm_m[g] = m;
-    sm_l[g] = l;
-  }
+  // Merge the groups of a warp with shuffles (partners hold the same head-dim slice), then
+  // the warps through shared memory.
 #pragma unroll
-  for (int i = 0; i < 8; ++i) sm_acc[(g * TPK + lig) * 8 + i] = acc[i];
+  for (int o = TPK; o < 32; o <<= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    const float M2 = fmaxf(m, m2);
+    const float c1 = M2 == -INFINITY ? 0.f : __expf(m - M2);
+    const float c2 = M2 == -INFINITY ? 0.f : __expf(m2 - M2);
+    l = l * c1 + l2 * c2;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c1 + __shfl_xor_sync(0xffffffffu, acc[i], o) * c2;
+    m = M2;
+  }
+  if (gw == 0) {
+    if (lig == 0) {
+      sm_m[warp] = m;
+      sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sm_acc[(warp * TPK + lig) * 8 + i] = acc[i];
+  }
   __syncthreads();
   float M = -INFINITY;
-  for (int i = 0; i < kGroups; ++i) M = fmaxf(M, sm_m[i]);
+  for (int i = 0; i < kWarps; ++i) M = fmaxf(M, sm_m[i]);
   float L = 0.f;
-  for (int i = 0; i < kGroups; ++i)
+  for (int i = 0; i < kWarps; ++i)
     if (sm_l[i] > 0.f) L += sm_l[i] * __expf(sm_m[i] - M);
   const float inv_l = 1.f / L;
   bf16* o = out + (int64_t(t) * n_heads + h) * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += kThreads) {
     float r = 0.f;
-    for (int i = 0; i < kGroups; ++i)
+    for (int i = 0; i < kWarps; ++i)
       if (sm_l[i] > 0.f) r += sm_acc[i * TPK * 8 + d] * __expf(sm_m[i] - M);
     o[d] = to_bf(r * inv_l);
   }

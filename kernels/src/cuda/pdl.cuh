@@ -1,6 +1,6 @@
 // Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while
 // the kernel before it on the stream is still running, so its launch latency and whatever it
-// does before pdl_wait() (prefetching weights, which no kernel writes) overlap its
+// does before pdl_wait() (loading weights, which no kernel of the step writes) overlap its
 // predecessor. The rule that keeps this correct: a kernel launched with launch_pdl reads or
 // writes nothing a predecessor touches before pdl_wait(), which returns once every
 // predecessor grid has finished and its memory is visible. pdl_launch_dependents() lets the
@@ -26,13 +26,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
-}
-
-// Pulls the 128-byte lines of [p, p + bytes) towards L2; lanes of a warp split the lines.
-__device__ __forceinline__ void prefetch_l2(const void* p, int64_t bytes, int lane, int lanes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t off = int64_t(lane) * 128; off < bytes; off += int64_t(lanes) * 128)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
 }
 
 template <class... KernelArgs, class... Args>
