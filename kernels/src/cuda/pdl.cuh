@@ -10,6 +10,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "siesta/kernels/error.hpp"
@@ -28,6 +30,16 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
+// SIESTA_PDL=0 launches these kernels the ordinary way (pdl_wait is then a no-op): for
+// measuring what the overlap is worth, or ruling it out when chasing a problem.
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SIESTA_PDL");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
 template <class... KernelArgs, class... Args>
 void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
                 cudaStream_t stream, Args&&... args) {
@@ -40,7 +52,7 @@ void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t sme
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
   SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
