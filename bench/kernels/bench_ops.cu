@@ -26,6 +26,43 @@ __global__ void chain_kernel(int* p) {
   if (threadIdx.x == 0) p[blockIdx.x] += 1;
 }
 
+// The same, reading `per_block` 16-byte words of weights per block before or after the wait:
+// whether weight loads issued before griddepcontrol.wait overlap the kernel before.
+template <bool kBefore>
+__global__ void chain_load_kernel(int* p, const uint4* __restrict__ w, int per_block) {
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+  uint32_t bits = 0;
+  auto load = [&] {
+    for (int i = threadIdx.x; i < per_block; i += blockDim.x) {
+      const uint4 v = w[int64_t(blockIdx.x) * per_block + i];
+      bits ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (bits == 0x7fc00001u) p[1023] = int(bits);  // consumes the loads here
+  };
+  if (kBefore) load();
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (!kBefore) load();
+  if (threadIdx.x == 0) p[blockIdx.x] += 1;
+}
+
+// chain_load_kernel<true> plus what a decode GEMV does after the wait: stage 896 bf16 of x
+// in shared memory, synchronise the block.
+__global__ void chain_load_stage_kernel(int* p, const uint4* __restrict__ w, int per_block,
+                                        const uint4* __restrict__ x) {
+  __shared__ uint4 xs[112];
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+  uint32_t bits = 0;
+  for (int i = threadIdx.x; i < per_block; i += blockDim.x) {
+    const uint4 v = w[int64_t(blockIdx.x) * per_block + i];
+    bits ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (bits == 0x7fc00001u) p[1023] = int(bits);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (threadIdx.x < 112) xs[threadIdx.x] = x[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) p[blockIdx.x] += int(xs[blockIdx.x % 112].x & 1u);
+}
+
 void launch_chain(int* p, int blocks, bool pdl, cudaStream_t st) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
@@ -206,11 +243,11 @@ int main(int argc, char** argv) {
       const std::string tok = " m" + std::to_string(m);
       Buffer x(size_t(m) * inter * 2), y(size_t(m) * vocab * 2);
       fill_bf16(x.as(), size_t(m) * inter, ++seed);
-      struct Lin { const char* name; int64_t out, in; float beta; };
-      for (Lin l : {Lin{"q_proj", d, d, 0.f}, Lin{"down_proj+residual", d, inter, 1.f},
-                    Lin{"lm_head", vocab, d, 0.f}}) {
+      struct Lin { const char* name; int64_t out, in; float beta; bool l2 = false; };
+      for (Lin l : {Lin{"q_proj", d, d, 0.f}, Lin{"q_proj (weights in L2)", d, d, 0.f, true},
+                    Lin{"down_proj+residual", d, inter, 1.f}, Lin{"lm_head", vocab, d, 0.f}}) {
         const double wbytes = double(l.out) * l.in * 2;
-        const int64_t R = replicas(wbytes);
+        const int64_t R = l.l2 ? 1 : replicas(wbytes);
         Buffer w(size_t(R) * size_t(wbytes));
         fill_bf16(w.as(), size_t(R) * size_t(l.out * l.in), ++seed, -0.05f, 0.05f);
         if (l.beta != 0.f) fill_bf16(y.as(), size_t(m) * l.out, ++seed);
@@ -291,6 +328,45 @@ int main(int argc, char** argv) {
                   std::to_string(blocks) + " blocks", 4.0 * blocks, words.as(), 1024, false,
                   [&] { launch_chain(words.as<int>(), blocks, pdl, st); }, true, true);
     }
+    {  // Dependent kernels that each read 1.5 MiB of weights (a q_proj), before or after the wait
+      const int blocks = 56, per_block = int((896 * 896 * 2) / 16 / blocks);
+      const size_t one = size_t(blocks) * size_t(per_block) * 16;
+      const int64_t R = replicas(double(one));
+      Buffer words(size_t(1024) * 4), w(size_t(R) * one);
+      SIESTA_CUDA_CHECK(cudaMemset(words.as(), 0, 1024 * 4));
+      fill_bf16(w.as(), size_t(R) * one / 2, ++seed);
+      auto st = static_cast<cudaStream_t>(ops->native_stream());
+      Buffer xbuf(112 * 16);
+      fill_bf16(xbuf.as(), 112 * 8, ++seed);
+      for (int variant : {0, 1, 2}) {
+        const bool before = variant >= 1;
+        int64_t r = 0;
+        run.row(std::string("kernel chain + 1.5 MiB loads ") + (before ? "before" : "after") +
+                    " wait pdl" + (variant == 2 ? " + stage x" : ""),
+                std::to_string(blocks) + " blocks", double(one), words.as(), 1024, false,
+                [&] {
+                  cudaLaunchConfig_t cfg{};
+                  cfg.gridDim = dim3(unsigned(blocks));
+                  cfg.blockDim = dim3(256);
+                  cfg.stream = st;
+                  cudaLaunchAttribute attr[1];
+                  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+                  attr[0].val.programmaticStreamSerializationAllowed = 1;
+                  cfg.attrs = attr;
+                  cfg.numAttrs = 1;
+                  const uint4* base = reinterpret_cast<const uint4*>(w.as<char>() + size_t(r++ % R) * one);
+                  if (variant == 2)
+                    SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, chain_load_stage_kernel,
+                                                         words.as<int>(), base, per_block,
+                                                         xbuf.as<const uint4>()));
+                  else
+                    SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, before ? chain_load_kernel<true>
+                                                                     : chain_load_kernel<false>,
+                                                         words.as<int>(), base, per_block));
+                },
+                true, true);
+      }
+    }
     {  // Greedy sampling of one decode row over the whole vocabulary
       Buffer logits(size_t(vocab) * 2), sink(4);
       fill_bf16(logits.as(), size_t(vocab), ++seed, -8.f, 8.f);
@@ -310,6 +386,9 @@ int main(int argc, char** argv) {
                "gemv is Ops::gemm with m rows; decode rows and paged attention are timed as 256 calls in "
                "one CUDA graph, as a decode step runs them; sample includes its host round trip (params in, "
                "token out, stream sync)");
+    table.note("kernel chain rows: 256 dependent launches in one graph, each waiting on the one "
+               "before (griddepcontrol.wait); the 1.5 MiB rows read a q_proj's bytes before or "
+               "after that wait (what PDL can hide); time_us is the figure, GB/s is incidental");
     table.note("paged decode: 14 query / 2 KV heads, head_dim 64, block 16; bytes = K and V of "
                "every cached token once (query heads sharing a KV head re-read it through L2)");
     cudaStreamDestroy(st);

@@ -141,7 +141,10 @@ __device__ __forceinline__ void fma_rows(float (&a)[M], float (&b)[M], const Row
 // a unit split its chunks, so that for rows up to kChunks * 8 * 32 * S elements a lane holds
 // every chunk it needs in registers at once). The grid has a group for every unit, so a
 // warp's rows are loaded once, first thing: before pdl_wait (no kernel of the step writes
-// weights), overlapping the kernel before. Policy provides
+// weights), meant to overlap the kernel before. On an H200 these kernels still take ~4 us each
+// in a decode graph where a chain of kernels that only load 1.5 MiB before the wait takes 1 us
+// (bench_ops "kernel chain" rows), and L2-resident weights are barely faster: the remaining
+// cost is not the weight reads and is not found yet. Policy provides
 //   rows(u, wa, wb)          the unit's two rows
 //   finish(u, n, a, b)       called by one lane with the unit's full sums for tokens < n
 template <int M, class Policy>
