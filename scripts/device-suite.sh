@@ -16,6 +16,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here" || exit 1
+if [[ -x ./unpack.sh ]] && ! ./unpack.sh; then echo "device-suite: could not unpack payload.tar.xz"; exit 1; fi
 out=${OUT:-$here/out}
 mkdir -p "$out"
 logs=$(mktemp -d)

@@ -13,6 +13,8 @@
 // Check: every request produced exactly the asked number of tokens.
 // --quick (or no GPU): the tiny preset on the CPU backend at batch 1 and 4 (limit: memcpy).
 // --preset NAME --batches 1,16,64,256 --prompt N --output N override the defaults.
+// --profile: one more run at the first batch size with every kernel recorded through CUPTI
+// (device time per kernel per step, GPU idle time); its figures are not part of the table.
 #include <algorithm>
 #include <chrono>
 #include <iostream>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "kernel_profile.hpp"
 #include "limits.hpp"
 #include "siesta/infer/engine.hpp"
 #include "siesta/kernels/device.hpp"
@@ -37,6 +40,7 @@ struct Args {
   std::string preset = "0.5b";
   std::vector<int> batches = {1, 16, 64, 256};
   int prompt = 128, output = 128;
+  bool profile = false;
 };
 
 std::vector<int> split_ints(const std::string& s) {
@@ -70,12 +74,18 @@ int main(int argc, char** argv) {
     else if (k == "--batches" && has) a.batches = split_ints(o.rest[++i]);
     else if (k == "--prompt" && has) a.prompt = std::stoi(o.rest[++i]);
     else if (k == "--output" && has) a.output = std::stoi(o.rest[++i]);
+    else if (k == "--profile") a.profile = true;
     else {
       std::cerr << "bench_decode: unknown option '" << k
-                << "' (allowed: --preset NAME --batches a,b --prompt N --output N, plus the "
+                << "' (allowed: --preset NAME --batches a,b --prompt N --output N --profile, plus the "
                    "harness's)\n";
       return 2;
     }
+  }
+  if (a.profile && !cuda) {
+    std::cerr << "bench_decode: --profile records CUDA kernels, and this run uses the CPU backend "
+                 "(no usable GPU, or --quick)\n";
+    return 2;
   }
   const int max_batch = *std::max_element(a.batches.begin(), a.batches.end());
   bench::Table table("decode", o);
@@ -182,6 +192,15 @@ int main(int argc, char** argv) {
       table.row(cols("decode"), r.decode_s > 0 ? double(batch) * r.decode_steps / r.decode_s : 0,
                 roof_tok_s, "tok/s", check);
       table.row(cols("serving"), double(r.generated) / r.wall_s, roof_tok_s, "tok/s", check);
+    }
+    if (a.profile) {
+      bench::KernelProfile prof;
+      const Run r = run(a.batches.front());
+      const auto rep = prof.stop();
+      std::cout << "profiled run: batch " << a.batches.front() << ", " << r.decode_steps
+                << " decode-only steps (the records include the prefill; per-step figures "
+                   "divide by the decode steps)\n";
+      bench::print_kernel_profile(rep, r.decode_steps, 20, std::cout);
     }
     table.note("device: " + bench::limits::device_name(cuda) + "; HBM limit " +
                std::to_string(hbm).substr(0, 6) + " GB/s (" +

@@ -1,0 +1,45 @@
+// Per-kernel GPU times from CUPTI's activity records, for benchmarks on a machine without
+// Nsight Systems (the GPU machine has no nsys): which kernels a decode step runs, how long each
+// takes on the device, and how much of the step the GPU spends with no kernel running.
+// Recording adds host overhead to every launch, so a profiled run is not a timed run.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace siesta::bench {
+
+struct KernelStat {
+  std::string name;     // demangled, without namespaces and parameters: "gemv_kernel<1>"
+  int64_t calls = 0;
+  double total_us = 0;  // sum of the calls' device durations
+};
+
+struct KernelProfileReport {
+  std::vector<KernelStat> kernels;  // by total time, longest first
+  int64_t launches = 0;
+  double span_us = 0;     // first kernel start to last kernel end
+  double busy_us = 0;     // time with at least one kernel running
+  double overlap_us = 0;  // sum of durations minus busy time (kernels running together, PDL)
+};
+
+// Records every kernel the process runs between construction and stop(). Throws
+// std::runtime_error naming the CUPTI call that failed, or saying the build has no CUDA.
+class KernelProfile {
+ public:
+  KernelProfile();
+  ~KernelProfile();
+  KernelProfile(const KernelProfile&) = delete;
+  KernelProfile& operator=(const KernelProfile&) = delete;
+  KernelProfileReport stop();
+
+ private:
+  bool running_ = false;
+};
+
+// Prints the report with per-step figures (divided by `steps`), the top `top` kernels.
+void print_kernel_profile(const KernelProfileReport& r, int64_t steps, int top, std::ostream& os);
+
+}  // namespace siesta::bench
