@@ -19,6 +19,8 @@
 #include "siesta/comm/host_transport.hpp"
 #include "siesta/comm/nccl_transport.hpp"
 #include "siesta/kernels/device.hpp"
+#include "siesta/model/atomic_file.hpp"
+#include "siesta/model/config.hpp"  // ModelError
 #include "siesta/workflows/actor_records.hpp"
 #include "siesta/workflows/diagnostics.hpp"
 #include "siesta/workflows/load.hpp"
@@ -72,21 +74,11 @@ std::vector<std::shared_ptr<comm::Transport>> make_transports(int n, siesta::Dev
 }
 
 void write_file_atomically(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw WorkflowError("cannot write " + tmp.string());
-    f << text;
-    f.flush();
-    if (!f) throw WorkflowError("cannot write " + tmp.string());
+  try {
+    model::replace_file_atomically(path, text);
+  } catch (const model::ModelError& e) {  // the file system's refusal, in this layer's type
+    throw WorkflowError(e.what());
   }
-  // fsync through a C handle: ofstream cannot.
-  if (FILE* c = std::fopen(tmp.c_str(), "rb")) {
-    ::fsync(fileno(c));
-    std::fclose(c);
-  }
-  fs::rename(tmp, path);
 }
 
 std::string read_file(const fs::path& p) {

@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "siesta/model/atomic_file.hpp"
+
 namespace siesta::model {
 namespace json = boost::json;
 namespace fs = std::filesystem;
@@ -23,16 +25,6 @@ std::string read_text(const fs::path& p) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-void write_text_atomic(const fs::path& p, const std::string& text) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text;
-    if (!f) throw ModelError("cannot write '" + tmp.string() + "'");
-  }
-  fs::rename(tmp, p);
 }
 
 const char* torch_dtype_of(DType t) {
@@ -215,11 +207,11 @@ void save_model_folder(const fs::path& dir, const ModelConfig& cfg, const ModelW
     }
     json::object index{{"metadata", json::object{{"total_size", total}}},
                        {"weight_map", std::move(weight_map)}};
-    write_text_atomic(dir / kIndex, json::serialize(index));
+    replace_file_atomically(dir / kIndex, json::serialize(index));
   }
   ModelConfig c = cfg;
   c.torch_dtype = torch_dtype_of(w.dtype);
-  write_text_atomic(dir / "config.json", c.to_json_text());
+  replace_file_atomically(dir / "config.json", c.to_json_text());
 }
 
 }  // namespace siesta::model

@@ -10,8 +10,8 @@
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
+#include "siesta/model/atomic_file.hpp"
 #include "siesta/model/config.hpp"
 
 namespace siesta::model {
@@ -170,20 +170,18 @@ void write_safetensors(const fs::path& path,
   }
   std::string h = json::serialize(header);
   h.append((8 - h.size() % 8) % 8, ' ');  // keeps the data section 8-byte aligned
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw ModelError("cannot write safetensors file '" + tmp.string() + "'");
+  replace_file_atomically(path, [&](int fd, const fs::path& tmp) {
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((uint64_t(h.size()) >> (8 * i)) & 0xff);
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(h.data(), std::streamsize(h.size()));
-    for (const auto& [name, t] : tensors)
-      out.write(static_cast<const char*>(t.data), std::streamsize(t.bytes()));
-    out.flush();
-    if (!out) throw ModelError("writing safetensors file '" + tmp.string() + "' failed (disk full?)");
-  }
-  fs::rename(tmp, path);
+    uint64_t at = 0;
+    auto put = [&](const void* p, size_t n) {
+      write_all_at(fd, p, n, at, tmp);
+      at += n;
+    };
+    put(len, 8);
+    put(h.data(), h.size());
+    for (const auto& [name, t] : tensors) put(t.data, t.bytes());
+  });
 }
 
 }  // namespace siesta::model

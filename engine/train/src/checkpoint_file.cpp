@@ -16,6 +16,8 @@
 #include <cstring>
 #include <memory>
 
+#include "siesta/model/atomic_file.hpp"
+#include "siesta/model/config.hpp"  // ModelError
 #include "siesta/train/error.hpp"
 
 namespace siesta::train {
@@ -82,20 +84,6 @@ struct Reader {
   }
 };
 
-void write_all(int fd, const void* data, size_t n, uint64_t offset, const std::filesystem::path& p) {
-  const char* c = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, c, n, off_t(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw TrainError(sys_error("writing checkpoint", p));
-    }
-    c += w;
-    n -= size_t(w);
-    offset += uint64_t(w);
-  }
-}
-
 void read_all(int fd, void* data, size_t n, uint64_t offset, const std::filesystem::path& p) {
   char* c = static_cast<char*>(data);
   while (n > 0) {
@@ -110,13 +98,6 @@ void read_all(int fd, void* data, size_t n, uint64_t offset, const std::filesyst
     offset += uint64_t(r);
   }
 }
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 }  // namespace
 
@@ -167,13 +148,7 @@ uint64_t Checksum::digest() const {
 
 void write_checkpoint(const std::filesystem::path& path, const CheckpointMeta& meta,
                       const std::vector<SectionSource>& sections) {
-  namespace fs = std::filesystem;
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  const fs::path tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
-  Fd f;
-  f.fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (f.fd < 0) throw TrainError(sys_error("creating temporary checkpoint", tmp));
-  try {
+  auto fill = [&](int fd, const std::filesystem::path& tmp) {
     Writer index;
     index.u64(meta.config_hash);
     index.u64(meta.step);
@@ -190,7 +165,7 @@ void write_checkpoint(const std::filesystem::path& path, const CheckpointMeta& m
         size_t n = size_t(std::min<uint64_t>(kChunkBytes, s.bytes - done));
         s.read(done, chunk.get(), n);
         sum.update(chunk.get(), n);
-        write_all(f.fd, chunk.get(), n, offset + done, tmp);
+        model::write_all_at(fd, chunk.get(), n, offset + done, tmp);
         done += n;
       }
       index.str(s.name);
@@ -199,7 +174,7 @@ void write_checkpoint(const std::filesystem::path& path, const CheckpointMeta& m
       index.u64(sum.digest());
       offset += s.bytes;
     }
-    write_all(f.fd, index.buf.data(), index.buf.size(), offset, tmp);
+    model::write_all_at(fd, index.buf.data(), index.buf.size(), offset, tmp);
 
     Writer pre;
     pre.buf.append(kMagic, 8);
@@ -209,25 +184,13 @@ void write_checkpoint(const std::filesystem::path& path, const CheckpointMeta& m
     pre.u64(index.buf.size());
     pre.u64(hash_bytes(index.buf.data(), index.buf.size()));
     pre.u64(hash_bytes(pre.buf.data(), pre.buf.size()));
-    write_all(f.fd, pre.buf.data(), pre.buf.size(), 0, tmp);
-
-    if (::fsync(f.fd) != 0) throw TrainError(sys_error("fsync of", tmp));
-    if (::close(f.fd) != 0) {
-      f.fd = -1;
-      throw TrainError(sys_error("closing", tmp));
-    }
-    f.fd = -1;
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      throw TrainError(sys_error("renaming '" + tmp.string() + "' to", path));
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
+    model::write_all_at(fd, pre.buf.data(), pre.buf.size(), 0, tmp);
+  };
+  try {
+    model::replace_file_atomically(path, fill);
+  } catch (const model::ModelError& e) {  // the file system's refusal, in this layer's type
+    throw TrainError(std::string("writing checkpoint: ") + e.what());
   }
-  // The rename is durable only once the folder's entry is on disk.
-  Fd d;
-  d.fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (d.fd < 0) throw TrainError(sys_error("opening checkpoint folder", dir));
-  if (::fsync(d.fd) != 0) throw TrainError(sys_error("fsync of folder", dir));
 }
 
 // ---- reading --------------------------------------------------------------------------
