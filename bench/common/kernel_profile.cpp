@@ -10,13 +10,13 @@
 #include <ostream>
 #include <stdexcept>
 
-#ifdef SIESTA_WITH_CUDA
+#ifdef SIESTA_WITH_CUPTI
 #include <cupti.h>
 #endif
 
 namespace siesta::bench {
 
-#ifdef SIESTA_WITH_CUDA
+#ifdef SIESTA_WITH_CUPTI
 namespace {
 
 struct Record {
@@ -138,11 +138,12 @@ KernelProfileReport KernelProfile::stop() {
   return r;
 }
 
-#else  // a build without CUDA has no kernels to record
+#else  // no CUPTI in this build: nothing can record kernels
 
 KernelProfile::KernelProfile() {
-  throw std::runtime_error("kernel profile: this build has no CUDA (configure with "
-                           "SIESTA_CUDA=ON or AUTO on a machine with the CUDA toolkit)");
+  throw std::runtime_error("kernel profile: this build has no CUPTI (it needs SIESTA_CUDA=ON or "
+                           "AUTO and the CUDA toolkit's CUPTI library, which CMake's "
+                           "CUDA::cupti target finds)");
 }
 KernelProfile::~KernelProfile() = default;
 KernelProfileReport KernelProfile::stop() { return {}; }

@@ -26,7 +26,7 @@ struct KernelProfileReport {
 };
 
 // Records every kernel the process runs between construction and stop(). Throws
-// std::runtime_error naming the CUPTI call that failed, or saying the build has no CUDA.
+// std::runtime_error naming the CUPTI call that failed, or saying the build has no CUPTI.
 class KernelProfile {
  public:
   KernelProfile();
