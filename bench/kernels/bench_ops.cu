@@ -63,7 +63,11 @@ __global__ void chain_load_stage_kernel(int* p, const uint4* __restrict__ w, int
   if (threadIdx.x == 0) p[blockIdx.x] += int(xs[blockIdx.x % 112].x & 1u);
 }
 
-void launch_chain(int* p, int blocks, bool pdl, cudaStream_t st) {
+// Launches kernel on 256-thread blocks, as a programmatic dependent of the kernel before when
+// pdl is set.
+template <class... KernelArgs, class... Args>
+void launch_dependent(void (*kernel)(KernelArgs...), int blocks, bool pdl, cudaStream_t st,
+                      Args... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(256);
@@ -73,7 +77,7 @@ void launch_chain(int* p, int blocks, bool pdl, cudaStream_t st) {
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = pdl ? 1 : 0;
-  SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, chain_kernel, p));
+  SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
 struct Runner {
@@ -326,7 +330,8 @@ int main(int argc, char** argv) {
         for (int blocks : {132, 1024})
           run.row(std::string("kernel chain floor") + (pdl ? " pdl" : ""),
                   std::to_string(blocks) + " blocks", 4.0 * blocks, words.as(), 1024, false,
-                  [&] { launch_chain(words.as<int>(), blocks, pdl, st); }, true, true);
+                  [&] { launch_dependent(chain_kernel, blocks, pdl, st, words.as<int>()); },
+                  true, true);
     }
     {  // Dependent kernels that each read 1.5 MiB of weights (a q_proj), before or after the wait
       const int blocks = 56, per_block = int((896 * 896 * 2) / 16 / blocks);
@@ -345,24 +350,13 @@ int main(int argc, char** argv) {
                     " wait pdl" + (variant == 2 ? " + stage x" : ""),
                 std::to_string(blocks) + " blocks", double(one), words.as(), 1024, false,
                 [&] {
-                  cudaLaunchConfig_t cfg{};
-                  cfg.gridDim = dim3(unsigned(blocks));
-                  cfg.blockDim = dim3(256);
-                  cfg.stream = st;
-                  cudaLaunchAttribute attr[1];
-                  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                  attr[0].val.programmaticStreamSerializationAllowed = 1;
-                  cfg.attrs = attr;
-                  cfg.numAttrs = 1;
                   const uint4* base = reinterpret_cast<const uint4*>(w.as<char>() + size_t(r++ % R) * one);
                   if (variant == 2)
-                    SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, chain_load_stage_kernel,
-                                                         words.as<int>(), base, per_block,
-                                                         xbuf.as<const uint4>()));
+                    launch_dependent(chain_load_stage_kernel, blocks, true, st, words.as<int>(),
+                                     base, per_block, xbuf.as<const uint4>());
                   else
-                    SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, before ? chain_load_kernel<true>
-                                                                     : chain_load_kernel<false>,
-                                                         words.as<int>(), base, per_block));
+                    launch_dependent(before ? chain_load_kernel<true> : chain_load_kernel<false>,
+                                     blocks, true, st, words.as<int>(), base, per_block);
                 },
                 true, true);
       }

@@ -9,8 +9,9 @@
 // exactly where the op-by-op sequence rounds; a "unit" of two weight rows (two so that a rope
 // pair, or a gate row and its up row, meet in one place) goes to one warp, or to S warps that
 // split a long row, each lane holding its chunks of both rows in registers. All three launch
-// with PDL (pdl.cuh) and load their first unit's rows before waiting on the previous kernel, so
-// the weight reads of one kernel overlap the tail of the one before.
+// with PDL (pdl.cuh) and load their rows before waiting on the previous kernel, meant to
+// overlap one kernel's weight reads with the tail of the one before (run_units says how far
+// that got on an H200).
 #include <algorithm>
 #include <string>
 
