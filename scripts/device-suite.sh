@@ -41,7 +41,7 @@ items=(
   "bench_gemm|90|"
   "bench_ops|60|"
   "bench_train_step|120|"
-  "bench_decode|120|"
+  "bench_decode|120|--profile"
   "?bench_serving|120|"
   "bench_weight_sync|120|"
   "bench_actors|90|"
