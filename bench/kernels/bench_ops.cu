@@ -80,6 +80,27 @@ void launch_dependent(void (*kernel)(KernelArgs...), int blocks, bool pdl, cudaS
   SIESTA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
+// Copies of one weight buffer, 256 MiB or more together (at most 512), handed out in turn: a
+// row that cycles through them reads its weights from HBM, as a decode step reads each layer's
+// weights once, rather than from L2. l2_resident keeps a single copy instead.
+class WeightReplicas {
+ public:
+  WeightReplicas(size_t bytes, uint64_t seed, bool l2_resident = false)
+      : bytes_(bytes),
+        count_(l2_resident ? 1
+                           : std::clamp<int64_t>(int64_t(std::ceil(268435456.0 / double(bytes))),
+                                                 1, 512)),
+        buf_(size_t(count_) * bytes) {
+    fill_bf16(buf_.as(), size_t(count_) * bytes / 2, seed, -0.05f, 0.05f);
+  }
+  const char* next() { return buf_.as<char>() + size_t(next_++ % count_) * bytes_; }
+
+ private:
+  size_t bytes_;
+  int64_t count_, next_ = 0;
+  Buffer buf_;
+};
+
 struct Runner {
   kernels::Ops& ops;
   const Options& o;
@@ -237,12 +258,8 @@ int main(int argc, char** argv) {
               out.as(), size_t(dc.batch) * H * hd, true,
               [&] { ops->paged_attention(out.as(), q.as(), cache, b, s); }, false, true);
     }
-    // Decode-step kernels at 0.5b shapes (d 896, inter 4864, 14/2 heads of 64, vocab 151936).
-    // A decode step reads each layer's weights once, from HBM: every row cycles through enough
-    // weight replicas (>= 256 MiB) that they cannot stay in L2 between calls.
-    auto replicas = [](double bytes) {
-      return std::max<int64_t>(1, std::min<int64_t>(512, int64_t(std::ceil(268435456.0 / bytes))));
-    };
+    // Decode-step kernels at 0.5b shapes (d 896, inter 4864, 14/2 heads of 64, vocab 151936),
+    // weights cycling through WeightReplicas.
     for (int m : {1, 8}) {
       const std::string tok = " m" + std::to_string(m);
       Buffer x(size_t(m) * inter * 2), y(size_t(m) * vocab * 2);
@@ -251,11 +268,8 @@ int main(int argc, char** argv) {
       for (Lin l : {Lin{"q_proj", d, d, 0.f}, Lin{"q_proj (weights in L2)", d, d, 0.f, true},
                     Lin{"down_proj+residual", d, inter, 1.f}, Lin{"lm_head", vocab, d, 0.f}}) {
         const double wbytes = double(l.out) * l.in * 2;
-        const int64_t R = l.l2 ? 1 : replicas(wbytes);
-        Buffer w(size_t(R) * size_t(wbytes));
-        fill_bf16(w.as(), size_t(R) * size_t(l.out * l.in), ++seed, -0.05f, 0.05f);
+        WeightReplicas w(size_t(wbytes), ++seed, l.l2);
         if (l.beta != 0.f) fill_bf16(y.as(), size_t(m) * l.out, ++seed);
-        int64_t r = 0;
         const double bytes = wbytes + double(m) * (l.in + l.out * (1 + l.beta)) * 2;
         run.row(std::string("decode gemv ") + l.name + tok,
                 std::to_string(l.out) + "x" + std::to_string(l.in), bytes, y.as(),
@@ -265,7 +279,7 @@ int main(int argc, char** argv) {
                   g.trans_b = true;
                   g.m = m, g.n = l.out, g.k = l.in;
                   g.a = x.as(), g.lda = l.in;
-                  g.b = w.as<char>() + size_t(r++ % R) * size_t(wbytes), g.ldb = l.in;
+                  g.b = w.next(), g.ldb = l.in;
                   g.beta = l.beta;
                   g.c = y.as(), g.ldc = l.out;
                   g.c_dtype = DType::BF16;
@@ -275,14 +289,12 @@ int main(int argc, char** argv) {
       }
       {  // rmsnorm -> gate|up -> SwiGLU
         const double wbytes = 2.0 * inter * d * 2;
-        const int64_t R = replicas(wbytes);
-        Buffer w(size_t(R) * size_t(wbytes)), nw(d * 2), h(size_t(m) * inter * 2);
-        fill_bf16(w.as(), size_t(R) * size_t(2 * inter * d), ++seed, -0.05f, 0.05f);
+        WeightReplicas w(size_t(wbytes), ++seed);
+        Buffer nw(d * 2), h(size_t(m) * inter * 2);
         fill_bf16(nw.as(), d, ++seed, 0.5f, 1.5f);
-        int64_t r = 0;
         run.row("decode norm_gate_up" + tok, "2x" + std::to_string(inter) + "x" + std::to_string(d),
                 wbytes + double(m) * (d + inter) * 2, h.as(), size_t(m) * inter, true, [&] {
-                  const char* base = w.as<char>() + size_t(r++ % R) * size_t(wbytes);
+                  const char* base = w.next();
                   ops->norm_gate_up(h.as(), x.as(), nw.as(), 1e-6f, base,
                                     base + size_t(inter * d) * 2, m, d, inter);
                 }, false, true);
@@ -291,11 +303,10 @@ int main(int argc, char** argv) {
         const int H = 14, Hk = 2, hd = 64, qd = H * hd, kvd = Hk * hd;
         const int64_t rows = qd + 2 * kvd;
         const double wbytes = double(rows) * d * 2;
-        const int64_t R = replicas(wbytes);
-        Buffer w(size_t(R) * size_t(wbytes)), bias(size_t(rows) * 2), nw(d * 2),
-            q(size_t(m) * qd * 2), kc(size_t(64) * kvd * 2), vc(size_t(64) * kvd * 2),
-            cs(size_t(4096) * hd * 4), pos(size_t(m) * 4), slots(size_t(m) * 4);
-        fill_bf16(w.as(), size_t(R) * size_t(rows * d), ++seed, -0.05f, 0.05f);
+        WeightReplicas w(size_t(wbytes), ++seed);
+        Buffer bias(size_t(rows) * 2), nw(d * 2), q(size_t(m) * qd * 2),
+            kc(size_t(64) * kvd * 2), vc(size_t(64) * kvd * 2), cs(size_t(4096) * hd * 4),
+            pos(size_t(m) * 4), slots(size_t(m) * 4);
         fill_bf16(bias.as(), size_t(rows), ++seed);
         fill_bf16(nw.as(), d, ++seed, 0.5f, 1.5f);
         fill_f32(cs.as<float>(), size_t(4096) * hd, ++seed);
@@ -309,10 +320,9 @@ int main(int argc, char** argv) {
         b.slot_mapping = slots.as<int32_t>();
         const kernels::PagedKv cache{kc.as(), vc.as(), 4, 16};
         const kernels::AttnShape s{H, Hk, hd, 0.125f};
-        int64_t r = 0;
         run.row("decode norm_qkv_rope_cache" + tok, std::to_string(rows) + "x" + std::to_string(d),
                 wbytes + double(m) * (d + rows) * 2, q.as(), size_t(m) * qd, true, [&] {
-                  const char* base = w.as<char>() + size_t(r++ % R) * size_t(wbytes);
+                  const char* base = w.next();
                   const char* bb = bias.as<char>();
                   kernels::Ops::QkvWeights qkv{base, base + size_t(qd) * d * 2,
                                                base + size_t(qd + kvd) * d * 2, bb,
@@ -335,22 +345,20 @@ int main(int argc, char** argv) {
     }
     {  // Dependent kernels that each read 1.5 MiB of weights (a q_proj), before or after the wait
       const int blocks = 56, per_block = int((896 * 896 * 2) / 16 / blocks);
-      const size_t one = size_t(blocks) * size_t(per_block) * 16;
-      const int64_t R = replicas(double(one));
-      Buffer words(size_t(1024) * 4), w(size_t(R) * one);
+      WeightReplicas w(size_t(blocks) * size_t(per_block) * 16, ++seed);
+      Buffer words(size_t(1024) * 4);
       SIESTA_CUDA_CHECK(cudaMemset(words.as(), 0, 1024 * 4));
-      fill_bf16(w.as(), size_t(R) * one / 2, ++seed);
       auto st = static_cast<cudaStream_t>(ops->native_stream());
       Buffer xbuf(112 * 16);
       fill_bf16(xbuf.as(), 112 * 8, ++seed);
       for (int variant : {0, 1, 2}) {
         const bool before = variant >= 1;
-        int64_t r = 0;
         run.row(std::string("kernel chain + 1.5 MiB loads ") + (before ? "before" : "after") +
                     " wait pdl" + (variant == 2 ? " + stage x" : ""),
-                std::to_string(blocks) + " blocks", double(one), words.as(), 1024, false,
+                std::to_string(blocks) + " blocks", double(blocks) * per_block * 16, words.as(),
+                1024, false,
                 [&] {
-                  const uint4* base = reinterpret_cast<const uint4*>(w.as<char>() + size_t(r++ % R) * one);
+                  const auto* base = reinterpret_cast<const uint4*>(w.next());
                   if (variant == 2)
                     launch_dependent(chain_load_stage_kernel, blocks, true, st, words.as<int>(),
                                      base, per_block, xbuf.as<const uint4>());

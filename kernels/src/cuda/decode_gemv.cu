@@ -251,6 +251,11 @@ struct QkvParams {
   int n_heads, n_kv_heads, head_dim;
 };
 
+// Two-row units of the fused q|k|v product (see QkvPolicy).
+__host__ __device__ inline int qkv_units(const QkvParams& p) {
+  return (p.n_heads + 2 * p.n_kv_heads) * (p.head_dim / 2);
+}
+
 // Units: rope pairs (j, j + half) of every q head, then of every k head, then consecutive row
 // pairs of v.
 template <int M>
@@ -315,8 +320,7 @@ template <int M>
 __global__ void __launch_bounds__(kThreads) qkv_kernel(QkvParams p, int n, int S) {
   extern __shared__ Bf16x8 smem_tokens[];
   pdl_launch_dependents();
-  const int units = (p.n_heads + 2 * p.n_kv_heads) * (p.head_dim / 2);
-  run_units<M>(QkvPolicy<M>{p}, units, n, p.d, reinterpret_cast<bf16*>(smem_tokens), p.x, p.d,
+  run_units<M>(QkvPolicy<M>{p}, qkv_units(p), n, p.d, reinterpret_cast<bf16*>(smem_tokens), p.x, p.d,
                p.norm_w, p.eps, S);
 }
 
@@ -351,7 +355,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // One group of S warps per unit.
-unsigned blocks_for(int64_t units, int S, int /*sms*/) {
+unsigned blocks_for(int64_t units, int S) {
   const int64_t groups = kThreads / 32 / S;
   return unsigned(std::max<int64_t>(1, (units + groups - 1) / groups));
 }
@@ -370,30 +374,29 @@ void dispatch_tokens(int n, Args&&... args) {
 
 template <int M>
 struct LaunchGemv {
-  static void run(int n, const GemmArgs& g, int sms, cudaStream_t st) {
+  static void run(int n, const GemmArgs& g, cudaStream_t st) {
     const int S = slices_for(g.k);
     GemvPolicy<M> pol{static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.b), g.ldb,
                       int(g.n), g.beta != 0.f};
-    launch_pdl(gemv_kernel<M>, dim3(blocks_for((g.n + 1) / 2, S, sms)), dim3(kThreads),
+    launch_pdl(gemv_kernel<M>, dim3(blocks_for((g.n + 1) / 2, S)), dim3(kThreads),
                size_t(M) * g.k * 2, st, pol, static_cast<const bf16*>(g.a), g.lda, n, int(g.k),
                S);
   }
 };
 template <int M>
 struct LaunchQkv {
-  static void run(int n, const QkvParams& p, int sms, cudaStream_t st) {
+  static void run(int n, const QkvParams& p, cudaStream_t st) {
     const int S = slices_for(p.d);
-    const int64_t units = int64_t(p.n_heads + 2 * p.n_kv_heads) * (p.head_dim / 2);
-    launch_pdl(qkv_kernel<M>, dim3(blocks_for(units, S, sms)), dim3(kThreads),
+    launch_pdl(qkv_kernel<M>, dim3(blocks_for(qkv_units(p), S)), dim3(kThreads),
                size_t(M) * p.d * 2, st, p, n, S);
   }
 };
 template <int M>
 struct LaunchGateUp {
   static void run(int n, bf16* h, const bf16* x, const bf16* nw, float eps, const bf16* wg,
-                  const bf16* wu, int d, int inter, int sms, cudaStream_t st) {
+                  const bf16* wu, int d, int inter, cudaStream_t st) {
     const int S = slices_for(d);
-    launch_pdl(gate_up_kernel<M>, dim3(blocks_for(inter, S, sms)), dim3(kThreads),
+    launch_pdl(gate_up_kernel<M>, dim3(blocks_for(inter, S)), dim3(kThreads),
                size_t(M) * d * 2, st, GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, n, S);
   }
 };
@@ -416,7 +419,7 @@ bool CudaOps::gemv(const GemmArgs& g) {
       !aligned16(g.b))
     return false;
   activate();
-  dispatch_tokens<LaunchGemv>(int(g.m), g, sm_count_, stream_);
+  dispatch_tokens<LaunchGemv>(int(g.m), g, stream_);
   return true;
 }
 
@@ -459,7 +462,7 @@ void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w
   p.n_heads = s.n_heads;
   p.n_kv_heads = s.n_kv_heads;
   p.head_dim = s.head_dim;
-  dispatch_tokens<LaunchQkv>(n, p, sm_count_, stream_);
+  dispatch_tokens<LaunchQkv>(n, p, stream_);
 }
 
 void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
@@ -477,7 +480,7 @@ void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps
   dispatch_tokens<LaunchGateUp>(int(n), static_cast<bf16*>(h), static_cast<const bf16*>(x),
                                 static_cast<const bf16*>(norm_w), eps,
                                 static_cast<const bf16*>(gate_w), static_cast<const bf16*>(up_w),
-                                int(d), int(inter), sm_count_, stream_);
+                                int(d), int(inter), stream_);
 }
 
 }  // namespace siesta::kernels::cuda

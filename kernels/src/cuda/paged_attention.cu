@@ -56,8 +56,8 @@ __device__ __forceinline__ int find_seq(const int32_t* __restrict__ q_start, int
   return lo;
 }
 
-template <int TPK, int kThreads>
-__global__ void __launch_bounds__(kThreads)
+template <int TPK, int THREADS>
+__global__ void __launch_bounds__(THREADS)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
                            const bf16* __restrict__ kc, const bf16* __restrict__ vc,
                            const int32_t* __restrict__ q_start,
@@ -66,8 +66,8 @@ __global__ void __launch_bounds__(kThreads)
                            int block_size, int num_seqs, int n_heads, int n_kv_heads,
                            int head_dim, float scale) {
   constexpr int kGroupsPerWarp = 32 / TPK;
-  constexpr int kGroups = kThreads / TPK;
-  constexpr int kWarps = kThreads / 32;
+  constexpr int kGroups = THREADS / TPK;
+  constexpr int kWarps = THREADS / 32;
   __shared__ float sm_m[kWarps], sm_l[kWarps];
   __shared__ float sm_acc[kWarps * TPK * 8];
   // Launched with PDL between the decode GEMV kernels: everything below reads their output.
@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kThreads)
     if (sm_l[i] > 0.f) L += sm_l[i] * __expf(sm_m[i] - M);
   const float inv_l = 1.f / L;
   bf16* o = out + (int64_t(t) * n_heads + h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += kThreads) {
+  for (int d = threadIdx.x; d < head_dim; d += THREADS) {
     float r = 0.f;
     for (int i = 0; i < kWarps; ++i)
       if (sm_l[i] > 0.f) r += sm_acc[i * TPK * 8 + d] * __expf(sm_m[i] - M);
