@@ -20,7 +20,7 @@ namespace siesta::bench {
 namespace {
 
 struct Record {
-  std::string name;
+  std::string mangled;          // demangled once per distinct name, in stop()
   uint64_t start = 0, end = 0;  // ns
 };
 
@@ -74,7 +74,7 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
     if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && rec->kind != CUPTI_ACTIVITY_KIND_KERNEL)
       continue;
     const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
-    g_records.push_back({short_name(k->name), k->start, k->end});
+    g_records.push_back({k->name, k->start, k->end});
   }
   std::free(buffer);
 }
@@ -113,13 +113,16 @@ KernelProfileReport KernelProfile::stop() {
   if (recs.empty()) return r;
   std::sort(recs.begin(), recs.end(),
             [](const Record& a, const Record& b) { return a.start < b.start; });
+  std::map<std::string, std::string> short_of;  // mangled -> short
   std::map<std::string, KernelStat> by_name;
   double sum_us = 0;
   uint64_t busy_end = recs[0].start, busy_ns = 0, last_end = 0;
   for (const Record& x : recs) {
     const double us = double(x.end - x.start) / 1e3;
-    auto& st = by_name[x.name];
-    st.name = x.name;
+    auto sn = short_of.try_emplace(x.mangled);
+    if (sn.second) sn.first->second = short_name(x.mangled.c_str());
+    auto& st = by_name[sn.first->second];
+    st.name = sn.first->second;
     ++st.calls;
     st.total_us += us;
     sum_us += us;

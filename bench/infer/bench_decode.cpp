@@ -101,11 +101,10 @@ int main(int argc, char** argv) {
     else eo.kv_cache_bytes = 64ull << 20;
     auto t0 = Clock::now();
     auto engine = std::make_unique<InferenceEngine>(eo);
-    InferenceEngine* e = engine.get();
     const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
-    const auto& cfg = e->model_config();
-    const auto st = e->stats();
-    const double act = double(dtype_size(e->weight_dtype()));
+    const auto& cfg = engine->model_config();
+    const auto st = engine->stats();
+    const double act = double(dtype_size(engine->weight_dtype()));
     const double kv_per_token = 2.0 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * act;
     const double embed_bytes = double(cfg.vocab_size) * cfg.hidden_size * act;
     // Weights a decode step reads: all of them, except an untied input embedding (rows only).
@@ -129,16 +128,16 @@ int main(int argc, char** argv) {
     auto run = [&](int batch) {
       Run r;
       const auto ps = prompts(batch);
-      const auto s0 = e->stats();
-      for (const auto& p : ps) e->add_request(p, sp);
+      const auto s0 = engine->stats();
+      for (const auto& p : ps) engine->add_request(p, sp);
       int finished = 0;
       auto w0 = Clock::now();
-      auto prev = e->stats();
-      while (e->has_unfinished()) {
+      auto prev = engine->stats();
+      while (engine->has_unfinished()) {
         auto t = Clock::now();
-        auto outs = e->step();
+        auto outs = engine->step();
         const double dt = std::chrono::duration<double>(Clock::now() - t).count();
-        const auto now = e->stats();
+        const auto now = engine->stats();
         const uint64_t dp = now.prompt_tokens_total - prev.prompt_tokens_total;
         const uint64_t dg = now.generation_tokens_total - prev.generation_tokens_total;
         if (dp == 0 && dg == uint64_t(batch)) {
@@ -202,7 +201,7 @@ int main(int argc, char** argv) {
                " + KV of every cached token (" + bench::fmt_bytes(kv_per_token) +
                "/token) + new K/V + logits) / HBM limit; tpot_ms = median decode step (host "
                "clock around InferenceEngine::step, sampling included)");
-    table.note("engine: " + std::to_string(e->stats().num_cuda_graphs) + " decode CUDA graphs, KV " +
+    table.note("engine: " + std::to_string(engine->stats().num_cuda_graphs) + " decode CUDA graphs, KV " +
                bench::fmt_bytes(double(st.kv_cache_bytes)) + ", built in " +
                std::to_string(build_s).substr(0, 5) + " s; greedy sampling, random prompt ids");
     if (a.profile) try {
@@ -211,7 +210,6 @@ int main(int argc, char** argv) {
       engine.reset();
       bench::KernelProfile prof;
       engine = std::make_unique<InferenceEngine>(eo);
-      e = engine.get();
       const Run r = run(a.batches.front());
       const auto rep = prof.stop();
       std::cout << "profiled run: batch " << a.batches.front() << ", " << r.decode_steps

@@ -117,22 +117,17 @@ __global__ void __launch_bounds__(kThreads)
   const RowParams p = params[i];
   const int64_t lo = int64_t(blockIdx.y) * per_split, hi = min(vocab, lo + per_split);
   Acc a = empty_acc(vocab);
-  if (vec) {  // row and slice start 16-byte aligned, slice length a multiple of 8 but the last
-    const int64_t vhi = lo + (hi - lo) / 8 * 8;
-    for (int64_t j = lo + int64_t(threadIdx.x) * 8; j < vhi; j += int64_t(kThreads) * 8) {
-      float x[8];
-      unpack8(load8(row + j), x);
-      add_values(a, x, j, p);
-    }
-    for (int64_t j = vhi + threadIdx.x; j < hi; j += kThreads) {
-      const float x[1] = {to_f(row[j])};
-      add_values(a, x, j, p);
-    }
-  } else {
-    for (int64_t j = lo + threadIdx.x; j < hi; j += kThreads) {
-      const float x[1] = {to_f(row[j])};
-      add_values(a, x, j, p);
-    }
+  // 16-byte loads up to vhi where the row and the slice start aligned (vec); single values
+  // after it (the tail of the last slice, or all of it).
+  const int64_t vhi = vec ? lo + (hi - lo) / 8 * 8 : lo;
+  for (int64_t j = lo + int64_t(threadIdx.x) * 8; j < vhi; j += int64_t(kThreads) * 8) {
+    float x[8];
+    unpack8(load8(row + j), x);
+    add_values(a, x, j, p);
+  }
+  for (int64_t j = vhi + threadIdx.x; j < hi; j += kThreads) {
+    const float x[1] = {to_f(row[j])};
+    add_values(a, x, j, p);
   }
   a = warp_combine(a);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
