@@ -25,6 +25,7 @@ void CudaOps::gemm(const GemmArgs& g) {
               std::to_string(a_cols) + ", ldb " + std::to_string(g.ldb) + " needs >= " +
               std::to_string(b_cols) + ", ldc " + std::to_string(g.ldc) + " needs >= " +
               std::to_string(g.n) + ")");
+  if (g.k > 0 && gemv(g)) return;  // a few rows: the decode GEMV (decode_gemv.cu)
   activate();
   // k == 0 leaves C = beta * C, which cuBLAS does itself.
   const cudaDataType_t ct = g.c_dtype == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
