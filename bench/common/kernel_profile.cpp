@@ -132,12 +132,23 @@ KernelProfileReport KernelProfile::stop() {
     busy_end = std::max(busy_end, x.end);
     last_end = std::max(last_end, x.end);
   }
+  // By end time: each call adds what runs past the end before it (see KernelStat::adds_us).
+  std::vector<const Record*> by_end;
+  for (const Record& x : recs) by_end.push_back(&x);
+  std::sort(by_end.begin(), by_end.end(),
+            [](const Record* a, const Record* b) { return a->end < b->end; });
+  uint64_t prev_end = 0;
+  for (const Record* x : by_end) {
+    const uint64_t from = std::max(prev_end, x->start);
+    by_name[short_of[x->mangled]].adds_us += double(x->end - std::min(from, x->end)) / 1e3;
+    prev_end = std::max(prev_end, x->end);
+  }
   r.span_us = double(last_end - recs[0].start) / 1e3;
   r.busy_us = double(busy_ns) / 1e3;
   r.overlap_us = sum_us - r.busy_us;
   for (auto& [name, st] : by_name) r.kernels.push_back(st);
   std::sort(r.kernels.begin(), r.kernels.end(),
-            [](const KernelStat& a, const KernelStat& b) { return a.total_us > b.total_us; });
+            [](const KernelStat& a, const KernelStat& b) { return a.adds_us > b.adds_us; });
   return r;
 }
 
@@ -160,14 +171,16 @@ void print_kernel_profile(const KernelProfileReport& r, int64_t steps, int top, 
      << r.span_us / n << " us, GPU busy " << r.busy_us / n << " us, idle "
      << (r.span_us - r.busy_us) / n << " us, overlapping " << r.overlap_us / n << " us\n";
   os << "  " << std::setw(44) << std::left << "kernel" << std::right << std::setw(12)
-     << "calls/step" << std::setw(12) << "us/step" << std::setw(10) << "us/call" << "\n";
+     << "calls/step" << std::setw(12) << "us/step" << std::setw(10) << "us/call" << std::setw(14)
+     << "adds us/step" << "\n";
   int shown = 0;
   for (const KernelStat& k : r.kernels) {
     if (shown++ == top) break;
     os << "  " << std::setw(44) << std::left << k.name.substr(0, 43) << std::right
        << std::setw(12) << std::setprecision(1) << double(k.calls) / n << std::setw(12)
        << std::setprecision(1) << k.total_us / n << std::setw(10) << std::setprecision(2)
-       << k.total_us / double(k.calls) << "\n";
+       << k.total_us / double(k.calls) << std::setw(14) << std::setprecision(1) << k.adds_us / n
+       << "\n";
   }
   os.unsetf(std::ios::fixed);
 }

@@ -15,10 +15,14 @@ struct KernelStat {
   std::string name;     // demangled, without namespaces and parameters: "gemv_kernel<1>"
   int64_t calls = 0;
   double total_us = 0;  // sum of the calls' device durations
+  // What the calls add to the GPU's busy time: for each call, from the later of its start and
+  // the previous kernel's end to its own end. With PDL a kernel starts early and waits, so its
+  // duration overstates its cost; this is its cost on the step's critical path.
+  double adds_us = 0;
 };
 
 struct KernelProfileReport {
-  std::vector<KernelStat> kernels;  // by total time, longest first
+  std::vector<KernelStat> kernels;  // by adds_us, largest first
   int64_t launches = 0;
   double span_us = 0;     // first kernel start to last kernel end
   double busy_us = 0;     // time with at least one kernel running

@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     auto engine = std::make_unique<InferenceEngine>(eo);
     const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
-    const auto& cfg = engine->model_config();
+    const auto cfg = engine->model_config();  // a copy: --profile replaces the engine
     const auto st = engine->stats();
     const double act = double(dtype_size(engine->weight_dtype()));
     const double kv_per_token = 2.0 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * act;
