@@ -2,6 +2,7 @@
 // that say when they landed. One thread can keep tens of KiB in flight without holding a
 // register for any of it. A barrier's phase completes when its expected arrivals AND expected
 // bytes are in; waits name the parity of the phase they wait for (0, 1, 0, ... per reuse).
+// Hopper (sm_90) and newer only; compiled for an older GPU they trap.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -18,6 +19,8 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t arrivals) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(arrivals)
                : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 
@@ -26,12 +29,16 @@ __device__ __forceinline__ void mbar_init_fence() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 
@@ -41,6 +48,8 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t by
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
                "r"(bytes)
                : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 
@@ -55,6 +64,8 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
       "}\n" ::"r"(smem_addr(bar)),
       "r"(parity)
       : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 
@@ -67,6 +78,8 @@ __device__ __forceinline__ void bulk_load(void* dst_smem, const void* src, uint3
           smem_addr(dst_smem)),
       "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
 #endif
 }
 

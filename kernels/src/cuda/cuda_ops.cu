@@ -51,6 +51,7 @@ CudaOps::CudaOps(int device) : device_(device) {
                       std::to_string(p.minor) + "; bf16 kernels need 8.0 or newer (built for 9.0)");
   sm_count_ = p.multiProcessorCount;
   max_smem_optin_ = p.sharedMemPerBlockOptin;
+  hopper_ = p.major >= 9;
   SIESTA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   SIESTA_CUBLAS_CHECK(cublasCreate(&cublas_));
   SIESTA_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));

@@ -123,6 +123,7 @@ class CudaOps final : public Ops {
   int device_ = 0;
   int sm_count_ = 0;
   size_t max_smem_optin_ = 0;
+  bool hopper_ = false;  // compute capability >= 9.0: the decode kernels' bulk copies and PDL
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;

@@ -593,7 +593,7 @@ bool decode_gemv_enabled() {
 }  // namespace
 
 bool CudaOps::gemv(const GemmArgs& g) {
-  if (!decode_gemv_enabled() || g.m > kGemvMaxRows || g.trans_a || !g.trans_b ||
+  if (!hopper_ || !decode_gemv_enabled() || g.m > kGemvMaxRows || g.trans_a || !g.trans_b ||
       g.c_dtype != DType::BF16 || g.alpha != 1.f || (g.beta != 0.f && g.beta != 1.f) ||
       g.m < 1 || g.m > max_tokens_for(g.k) || g.n >= (int64_t(1) << 31) || g.lda % 8 != 0 ||
       g.ldb % 8 != 0 || !aligned16(g.a) || !aligned16(g.b) || g.n * g.k * 2 > kGemvMaxBytes)
@@ -603,12 +603,17 @@ bool CudaOps::gemv(const GemmArgs& g) {
   return true;
 }
 
-int CudaOps::fused_decode_max_tokens(int64_t hidden) const { return max_tokens_for(hidden); }
+// 0 before Hopper: the model then decodes op by op (cuBLAS, rmsnorm, rope, ... kernels).
+int CudaOps::fused_decode_max_tokens(int64_t hidden) const {
+  return hopper_ ? max_tokens_for(hidden) : 0;
+}
 
 void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w, float eps,
                                   int64_t d, const QkvWeights& w, const float* cos_sin_f32,
                                   const PagedKv& cache, const PagedBatch& b, const AttnShape& s) {
   const int n = b.num_tokens;
+  require(hopper_ || n == 0, "norm_qkv_rope_cache: needs compute capability 9.0 or newer "
+                            "(fused_decode_max_tokens is 0 on this GPU)");
   require(n >= 0 && n <= max_tokens_for(d),
           "norm_qkv_rope_cache: " + std::to_string(n) + " tokens with hidden size " +
               std::to_string(d) + ", allowed 0.." + std::to_string(max_tokens_for(d)) +
@@ -648,6 +653,8 @@ void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w
 void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
                            const void* gate_w, const void* up_w, int64_t n, int64_t d,
                            int64_t inter) {
+  require(hopper_ || n == 0, "norm_gate_up: needs compute capability 9.0 or newer "
+                            "(fused_decode_max_tokens is 0 on this GPU)");
   require(n >= 0 && n <= max_tokens_for(d),
           "norm_gate_up: " + std::to_string(n) + " tokens with hidden size " + std::to_string(d) +
               ", allowed 0.." + std::to_string(max_tokens_for(d)) + " (fused_decode_max_tokens)");
