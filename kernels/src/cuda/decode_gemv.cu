@@ -239,7 +239,8 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
 
   pol.prologue(bu, n, scratch);
   if (norm_w)
-    for (int c = threadIdx.x; c < k / 8; c += kConsumers) store8(nws + c * 8, load8(norm_w + c * 8));
+    for (int c = threadIdx.x; c < k / 8; c += kConsumers)
+      store8(nws + c * 8, load8(norm_w + c * 8));
   pdl_wait();  // from here on: what the kernel before wrote
   pol.after_wait(bu, n, scratch);
   stage_tokens<M>(xs, nws, x, ldx, n, k, norm_w != nullptr, eps);
@@ -286,9 +287,11 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
         for (int m = 0; m < M; ++m) mine[m] = a[m], mine[M + m] = b[m];
       consumers_sync();
       if (slice == 0 && lane == 0)
-        for (int w = 1; w < P; ++w)
+        for (int w = 1; w < P; ++w) {
+          const float* theirs = part[g & 1][warp + w];
 #pragma unroll
-          for (int m = 0; m < M; ++m) a[m] += part[g & 1][warp + w][m], b[m] += part[g & 1][warp + w][M + m];
+          for (int m = 0; m < M; ++m) a[m] += theirs[m], b[m] += theirs[M + m];
+        }
     }
     if (slice == 0 && lane == 0 && valid) pol.finish(u, u - bu.u0, n, a, b, scratch);
 #pragma unroll
@@ -368,7 +371,8 @@ __host__ __device__ inline int qkv_units(const QkvParams& p) {
 template <int M>
 struct QkvPolicy {
   QkvParams p;
-  __device__ __forceinline__ void unit(int u, int& kind, int& r0, int& r1) const {  // kind 0 q, 1 k, 2 v
+  // kind 0 q, 1 k, 2 v
+  __device__ __forceinline__ void unit(int u, int& kind, int& r0, int& r1) const {
     const int half = p.head_dim / 2, uq = p.n_heads * half, uk = p.n_kv_heads * half;
     if (u < uq + uk) {
       kind = u < uq ? 0 : 1;
@@ -392,7 +396,8 @@ struct QkvPolicy {
   __device__ __forceinline__ void prologue(const BlockUnits& bu, int n, float* scr) const {
     int* pos = reinterpret_cast<int*>(scr);
     const int hd = p.head_dim;
-    for (int m = threadIdx.x; m < n; m += kConsumers) pos[m] = p.positions[m], pos[M + m] = p.slots[m];
+    for (int m = threadIdx.x; m < n; m += kConsumers)
+      pos[m] = p.positions[m], pos[M + m] = p.slots[m];
     for (int idx = threadIdx.x; idx < n * hd; idx += kConsumers)
       scr[2 * M + idx] = p.cos_sin[int64_t(p.positions[idx / hd]) * hd + idx % hd];
     for (int idx = threadIdx.x; idx < bu.local_count() * 2; idx += kConsumers) {
@@ -491,11 +496,13 @@ Plan make_plan(int64_t units, int64_t k, int M, bool norm, int sms, size_t scrat
   while (p.per_item < kConsumerWarps && p.per_item < per_block) p.per_item *= 2;
   p.split = kConsumerWarps / p.per_item;
   const int64_t row_pairs_bytes = int64_t(4) * p.per_item;  // bytes per k element of an item
-  p.segs = int(std::max<int64_t>(1, (row_pairs_bytes * k + int64_t(kSlotBytes) - 1) / int64_t(kSlotBytes)));
+  const int64_t slot_max = int64_t(kSlotBytes);
+  p.segs = int(std::max<int64_t>(1, (row_pairs_bytes * k + slot_max - 1) / slot_max));
   p.seg_len = int(((k + p.segs - 1) / p.segs + 7) / 8 * 8);
   const size_t slot = size_t(row_pairs_bytes) * p.seg_len;
   const int64_t items = (per_block + p.per_item - 1) / p.per_item * p.segs;
-  p.slots = int(std::clamp<int64_t>(std::min<int64_t>(int64_t(kRingBytes / slot), items), 1, kMaxSlots));
+  p.slots = int(
+      std::clamp<int64_t>(std::min<int64_t>(int64_t(kRingBytes / slot), items), 1, kMaxSlots));
   size_t off = align16(size_t(M) * k * 2);
   p.norm_off = int(off);
   off += norm ? align16(size_t(k) * 2) : 0;
@@ -534,7 +541,8 @@ struct LaunchGemv {
     unsigned blocks;
     size_t smem;
     const bool acc = g.beta != 0.f;
-    const Plan pl = make_plan((g.n + 1) / 2, g.k, M, false, sms, 0, acc ? 2 * M * 4 : 0, blocks, smem);
+    const Plan pl =
+        make_plan((g.n + 1) / 2, g.k, M, false, sms, 0, acc ? 2 * M * 4 : 0, blocks, smem);
     GemvPolicy<M> pol{static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.b), g.ldb,
                       int(g.n), acc};
     allow_smem(gemv_kernel<M>, smem);
