@@ -40,6 +40,7 @@ for b in "$OUT"/siesta "$OUT"/test_* "$OUT"/bench_* "$OUT"/embed_*; do
 done
 cp -r configs "$OUT/configs"
 cp scripts/device-suite.sh "$OUT/device-suite.sh"
+cp scripts/ncu-ops.sh "$OUT/ncu-ops.sh"
 {
   echo "bundle: $(git rev-parse --short HEAD) ($(git log -1 --format=%cd --date=iso)), built in $BUILD_DIR"
   dirty=$(git status --short --untracked-files=no | wc -l)
@@ -75,7 +76,7 @@ done
 echo "gpu test binaries: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
 RUN
-chmod +x "$OUT/run.sh" "$OUT/gpu-tests.sh" "$OUT/device-suite.sh" "$OUT/unpack.sh"
+chmod +x "$OUT/run.sh" "$OUT/gpu-tests.sh" "$OUT/device-suite.sh" "$OUT/unpack.sh" "$OUT/ncu-ops.sh"
 size_mib=$(du -sm "$OUT" | awk '{print $1}')
 n_bins=$(find "$OUT" -maxdepth 1 -type f \( -name 'test_*' -o -name 'bench_*' \) | wc -l)
 # Over the limit (or SIESTA_BUNDLE_PACK=1): binaries and libraries travel as one xz archive

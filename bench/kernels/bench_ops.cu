@@ -106,6 +106,7 @@ struct Runner {
   const Options& o;
   Table& table;
   double limit_gbps;
+  std::string only;  // --only: run just the rows whose "op size" contains this
   // Times fn, whose minimal traffic is `bytes`; poisons `out` first (unless fn accumulates
   // into it) and checks that it is finite after one call.
   // in_graph: time kGraphCalls calls captured into one CUDA graph, as a decode step replays
@@ -113,6 +114,7 @@ struct Runner {
   void row(const std::string& op, const std::string& size, double bytes, void* out,
            size_t out_elems, bool out_bf16, const std::function<void()>& fn,
            bool accumulates = false, bool in_graph = false) {
+    if (!only.empty() && (op + " " + size).find(only) == std::string::npos) return;
     if (!accumulates) poison(out, out_elems * (out_bf16 ? 2 : 4));
     SIESTA_CUDA_CHECK(cudaDeviceSynchronize());
     fn();
@@ -148,8 +150,19 @@ struct Runner {
 
 int main(int argc, char** argv) {
   Options o = parse_options(argc, argv, "bench_ops",
-                            "GB/s of rmsnorm, swiglu, token_logprobs and paged decode attention "
-                            "vs the device copy bandwidth");
+                            "GB/s of rmsnorm, swiglu, token_logprobs, paged decode attention and "
+                            "the decode GEMVs vs the device copy bandwidth; --only TEXT runs the "
+                            "rows whose 'op size' contains TEXT (for ncu, scripts/ncu-ops.sh)");
+  std::string only;
+  for (size_t i = 0; i < o.rest.size(); ++i) {
+    if (o.rest[i] == "--only" && i + 1 < o.rest.size()) {
+      only = o.rest[++i];
+    } else {
+      std::cerr << "bench_ops: unknown argument '" << o.rest[i]
+                << "' (allowed: --only TEXT, plus --warmup --repeats --quick --jsonl)\n";
+      return 2;
+    }
+  }
   if (!kernels::cuda_available()) {
     std::cout << "bench_ops: no CUDA GPU (" << kernels::cuda_status().error << "); skipped\n";
     return 0;
@@ -161,7 +174,7 @@ int main(int argc, char** argv) {
     const double copy_gbps =
         copy_bandwidth_gbps(st, o, o.quick ? (size_t(256) << 20) : (size_t(2) << 30));
     Table table("bench_ops", o);
-    Runner run{*ops, o, table, copy_gbps};
+    Runner run{*ops, o, table, copy_gbps, only};
 
     const int64_t T = o.quick ? 1024 : 8 * 1024, d = 896, inter = 4864, vocab = 151936;
     uint64_t seed = 100;

@@ -589,22 +589,28 @@ int max_tokens_for(int64_t k) {
 constexpr int kGemvMaxRows = 4;
 constexpr int64_t kGemvMaxBytes = int64_t(64) << 20;
 
-// SIESTA_DECODE_GEMV=0 leaves every gemm to cuBLAS: for comparing the two on one binary.
-bool decode_gemv_enabled() {
-  static const bool on = [] {
+// SIESTA_DECODE_GEMV=0 leaves every gemm to cuBLAS, =all sends it every shape the kernel
+// takes however large (the LM head too): for comparing the two on one binary, and for ncu.
+enum class GemvUse { Never, Default, Always };
+GemvUse decode_gemv_use() {
+  static const GemvUse use = [] {
     const char* v = std::getenv("SIESTA_DECODE_GEMV");
-    return !(v && std::strcmp(v, "0") == 0);
+    if (v && std::strcmp(v, "0") == 0) return GemvUse::Never;
+    if (v && std::strcmp(v, "all") == 0) return GemvUse::Always;
+    return GemvUse::Default;
   }();
-  return on;
+  return use;
 }
 
 }  // namespace
 
 bool CudaOps::gemv(const GemmArgs& g) {
-  if (!hopper_ || !decode_gemv_enabled() || g.m > kGemvMaxRows || g.trans_a || !g.trans_b ||
+  const GemvUse use = decode_gemv_use();
+  if (!hopper_ || use == GemvUse::Never || g.m > kGemvMaxRows || g.trans_a || !g.trans_b ||
       g.c_dtype != DType::BF16 || g.alpha != 1.f || (g.beta != 0.f && g.beta != 1.f) ||
       g.m < 1 || g.m > max_tokens_for(g.k) || g.n >= (int64_t(1) << 31) || g.lda % 8 != 0 ||
-      g.ldb % 8 != 0 || !aligned16(g.a) || !aligned16(g.b) || g.n * g.k * 2 > kGemvMaxBytes)
+      g.ldb % 8 != 0 || !aligned16(g.a) || !aligned16(g.b) ||
+      (use == GemvUse::Default && g.n * g.k * 2 > kGemvMaxBytes))
     return false;
   activate();
   dispatch_tokens<LaunchGemv>(int(g.m), g, sm_count_, stream_);
