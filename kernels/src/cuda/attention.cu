@@ -168,11 +168,12 @@ struct Plan {
 };
 
 Plan make_plan(int batch, int seq, const AttnShape& s, const char* op) {
-  require(batch > 0 && seq > 0, std::string(op) + ": batch and seq must be > 0");
-  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0,
-          std::string(op) + ": n_heads (" + std::to_string(s.n_heads) +
-              ") must be a positive multiple of n_kv_heads (" + std::to_string(s.n_kv_heads) + ")");
-  require(s.head_dim > 0, std::string(op) + ": head_dim must be > 0");
+  require(batch > 0 && seq > 0, [&] { return std::string(op) + ": batch and seq must be > 0"; });
+  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0, [&] {
+    return std::string(op) + ": n_heads (" + std::to_string(s.n_heads) +
+           ") must be a positive multiple of n_kv_heads (" + std::to_string(s.n_kv_heads) + ")";
+  });
+  require(s.head_dim > 0, [&] { return std::string(op) + ": head_dim must be > 0"; });
   Plan p;
   p.geo = {seq, s.n_heads, s.n_kv_heads, s.n_heads / s.n_kv_heads, s.head_dim};
   p.groups = batch * s.n_kv_heads;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "siesta/kernels/error.hpp"
 
@@ -92,9 +93,15 @@ inline unsigned grid_for(int64_t work, int threads, int64_t cap = int64_t(1) << 
   return unsigned(g);
 }
 
-// Argument checks raise KernelError with what was asked and what is allowed.
-inline void require(bool ok, const std::string& what) {
-  if (!ok) throw KernelError("cuda ops: " + what);
+// Argument checks raise KernelError with what was asked and what is allowed. The message is a
+// string literal or a callable that builds it, called only on failure: the checks run on every
+// op call, and building messages there cost each call a few allocations.
+inline void require(bool ok, const char* what) {
+  if (!ok) throw KernelError(std::string("cuda ops: ") + what);
+}
+template <class Message, class = std::enable_if_t<std::is_invocable_r_v<std::string, Message&>>>
+inline void require(bool ok, Message&& what) {
+  if (!ok) throw KernelError("cuda ops: " + std::string(what()));
 }
 
 }  // namespace siesta::kernels::cuda

@@ -628,14 +628,16 @@ void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w
   const int n = b.num_tokens;
   require(hopper_ || n == 0, "norm_qkv_rope_cache: needs compute capability 9.0 or newer "
                             "(fused_decode_max_tokens is 0 on this GPU)");
-  require(n >= 0 && n <= max_tokens_for(d),
-          "norm_qkv_rope_cache: " + std::to_string(n) + " tokens with hidden size " +
-              std::to_string(d) + ", allowed 0.." + std::to_string(max_tokens_for(d)) +
-              " (fused_decode_max_tokens)");
-  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.head_dim > 0 && s.head_dim % 2 == 0,
-          "norm_qkv_rope_cache: heads must be > 0 and head_dim even (got " +
-              std::to_string(s.n_heads) + "/" + std::to_string(s.n_kv_heads) + " heads, head_dim " +
-              std::to_string(s.head_dim) + ")");
+  require(n >= 0 && n <= max_tokens_for(d), [&] {
+    return "norm_qkv_rope_cache: " + std::to_string(n) + " tokens with hidden size " +
+           std::to_string(d) + ", allowed 0.." + std::to_string(max_tokens_for(d)) +
+           " (fused_decode_max_tokens)";
+  });
+  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.head_dim > 0 && s.head_dim % 2 == 0, [&] {
+    return "norm_qkv_rope_cache: heads must be > 0 and head_dim even (got " +
+           std::to_string(s.n_heads) + "/" + std::to_string(s.n_kv_heads) + " heads, head_dim " +
+           std::to_string(s.head_dim) + ")";
+  });
   require(w.q && w.k && w.v && norm_w, "norm_qkv_rope_cache: q, k, v and norm weights are required");
   require(aligned16(x) && aligned16(norm_w) && aligned16(w.q) && aligned16(w.k) && aligned16(w.v),
           "norm_qkv_rope_cache: x and the weights must be 16-byte aligned");
@@ -669,11 +671,14 @@ void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps
                            int64_t inter) {
   require(hopper_ || n == 0, "norm_gate_up: needs compute capability 9.0 or newer "
                             "(fused_decode_max_tokens is 0 on this GPU)");
-  require(n >= 0 && n <= max_tokens_for(d),
-          "norm_gate_up: " + std::to_string(n) + " tokens with hidden size " + std::to_string(d) +
-              ", allowed 0.." + std::to_string(max_tokens_for(d)) + " (fused_decode_max_tokens)");
-  require(inter > 0 && inter < (int64_t(1) << 31), "norm_gate_up: intermediate size must be in "
-                                                   "[1, 2^31) (got " + std::to_string(inter) + ")");
+  require(n >= 0 && n <= max_tokens_for(d), [&] {
+    return "norm_gate_up: " + std::to_string(n) + " tokens with hidden size " + std::to_string(d) +
+           ", allowed 0.." + std::to_string(max_tokens_for(d)) + " (fused_decode_max_tokens)";
+  });
+  require(inter > 0 && inter < (int64_t(1) << 31), [&] {
+    return "norm_gate_up: intermediate size must be in [1, 2^31) (got " + std::to_string(inter) +
+           ")";
+  });
   require(aligned16(x) && aligned16(norm_w) && aligned16(gate_w) && aligned16(up_w),
           "norm_gate_up: x and the weights must be 16-byte aligned");
   if (n == 0) return;

@@ -12,19 +12,22 @@
 namespace siesta::kernels::cuda {
 
 void CudaOps::gemm(const GemmArgs& g) {
-  require(g.m >= 0 && g.n >= 0 && g.k >= 0,
-          "gemm: m, n, k must be >= 0 (got " + std::to_string(g.m) + ", " + std::to_string(g.n) +
-              ", " + std::to_string(g.k) + ")");
+  require(g.m >= 0 && g.n >= 0 && g.k >= 0, [&] {
+    return "gemm: m, n, k must be >= 0 (got " + std::to_string(g.m) + ", " + std::to_string(g.n) +
+           ", " + std::to_string(g.k) + ")";
+  });
   if (g.m == 0 || g.n == 0) return;
-  require(g.c_dtype == DType::F32 || g.c_dtype == DType::BF16,
-          "gemm: c_dtype must be F32 or BF16 (got " + std::string(dtype_name(g.c_dtype)) + ")");
+  require(g.c_dtype == DType::F32 || g.c_dtype == DType::BF16, [&] {
+    return "gemm: c_dtype must be F32 or BF16 (got " + std::string(dtype_name(g.c_dtype)) + ")";
+  });
   // Row-major leading dimensions: at least the number of columns stored per row.
   const int64_t a_cols = g.trans_a ? g.m : g.k, b_cols = g.trans_b ? g.k : g.n;
-  require(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= g.n,
-          "gemm: leading dimensions too small (lda " + std::to_string(g.lda) + " needs >= " +
-              std::to_string(a_cols) + ", ldb " + std::to_string(g.ldb) + " needs >= " +
-              std::to_string(b_cols) + ", ldc " + std::to_string(g.ldc) + " needs >= " +
-              std::to_string(g.n) + ")");
+  require(g.lda >= a_cols && g.ldb >= b_cols && g.ldc >= g.n, [&] {
+    return "gemm: leading dimensions too small (lda " + std::to_string(g.lda) +
+           " needs >= " + std::to_string(a_cols) + ", ldb " + std::to_string(g.ldb) +
+           " needs >= " + std::to_string(b_cols) + ", ldc " + std::to_string(g.ldc) +
+           " needs >= " + std::to_string(g.n) + ")";
+  });
   if (g.k > 0 && gemv(g)) return;  // a few rows: the decode GEMV (decode_gemv.cu)
   activate();
   // k == 0 leaves C = beta * C, which cuBLAS does itself.

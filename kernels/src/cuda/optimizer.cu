@@ -64,7 +64,8 @@ void CudaOps::scale(float* x_f32, int64_t n, float s) {
 void CudaOps::adamw_step(float* param_f32, const float* grad_f32, float* m_f32, float* v_f32,
                          int64_t n, const AdamW& h) {
   if (n <= 0) return;
-  require(h.step >= 1, "adamw_step: step is 1-based (got " + std::to_string(h.step) + ")");
+  require(h.step >= 1,
+          [&] { return "adamw_step: step is 1-based (got " + std::to_string(h.step) + ")"; });
   activate();
   // Bias corrections in double on the host: beta^step underflows gracefully there.
   const float bc1 = float(1.0 - std::pow(double(h.beta1), double(h.step)));

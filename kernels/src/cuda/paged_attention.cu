@@ -190,12 +190,14 @@ void launch_paged(cudaStream_t st, int sms, void* out, const void* q, const Page
 }
 
 void check_shape(const AttnShape& s, const char* op) {
-  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0,
-          std::string(op) + ": n_heads (" + std::to_string(s.n_heads) +
-              ") must be a positive multiple of n_kv_heads (" + std::to_string(s.n_kv_heads) + ")");
-  require(s.head_dim > 0 && s.head_dim % 8 == 0 && s.head_dim <= 256,
-          std::string(op) + ": head_dim must be a multiple of 8 in [8, 256] (got " +
-              std::to_string(s.head_dim) + ")");
+  require(s.n_heads > 0 && s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0, [&] {
+    return std::string(op) + ": n_heads (" + std::to_string(s.n_heads) +
+           ") must be a positive multiple of n_kv_heads (" + std::to_string(s.n_kv_heads) + ")";
+  });
+  require(s.head_dim > 0 && s.head_dim % 8 == 0 && s.head_dim <= 256, [&] {
+    return std::string(op) + ": head_dim must be a multiple of 8 in [8, 256] (got " +
+           std::to_string(s.head_dim) + ")";
+  });
 }
 
 }  // namespace

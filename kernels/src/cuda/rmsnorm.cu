@@ -136,10 +136,10 @@ void CudaOps::rmsnorm_backward(void* dx, float* dw_f32, const void* dout, const 
   if (n <= 0 || d <= 0) return;
   activate();
   const size_t smem = size_t(d) * sizeof(float);
-  require(smem <= max_smem_optin_, "rmsnorm_backward: d = " + std::to_string(d) +
-                                       " needs " + std::to_string(smem) +
-                                       " bytes of shared memory; this GPU allows " +
-                                       std::to_string(max_smem_optin_));
+  require(smem <= max_smem_optin_, [&] {
+    return "rmsnorm_backward: d = " + std::to_string(d) + " needs " + std::to_string(smem) +
+           " bytes of shared memory; this GPU allows " + std::to_string(max_smem_optin_);
+  });
   const int64_t row_blocks = (n + kRowsPerBlock - 1) / kRowsPerBlock;
   const unsigned grid = unsigned(std::min<int64_t>(row_blocks, int64_t(sm_count_) * 2));
   const bool vec = d % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(w);

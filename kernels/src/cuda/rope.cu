@@ -31,8 +31,9 @@ __global__ void rope_kernel(bf16* __restrict__ x, const int32_t* __restrict__ po
 
 void CudaOps::rope(void* x, const int32_t* positions, int64_t n_tokens, int n_heads, int head_dim,
                    const float* cos_sin_f32, bool inverse) {
-  require(head_dim > 0 && head_dim % 2 == 0,
-          "rope: head_dim must be even and > 0 (got " + std::to_string(head_dim) + ")");
+  require(head_dim > 0 && head_dim % 2 == 0, [&] {
+    return "rope: head_dim must be even and > 0 (got " + std::to_string(head_dim) + ")";
+  });
   if (n_tokens <= 0 || n_heads <= 0) return;
   activate();
   const int64_t total = n_tokens * n_heads * (head_dim / 2);

@@ -175,18 +175,20 @@ void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* 
                      int64_t vocab, const SamplingRow* rows_host) {
   if (n <= 0) return;
   require(vocab > 0 && vocab < (int64_t(1) << 31),
-          "sample: vocab must be in [1, 2^31) (got " + std::to_string(vocab) + ")");
+          [&] { return "sample: vocab must be in [1, 2^31) (got " + std::to_string(vocab) + ")"; });
   require(n < (int64_t(1) << 31), "sample: n must be < 2^31");
   activate();
   std::vector<RowParams> params(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
     const SamplingRow& r = rows_host[i];
-    require(r.temperature >= 0.f && std::isfinite(r.temperature),
-            "sample: row " + std::to_string(i) + " has temperature " +
-                std::to_string(r.temperature) + " (allowed: finite, >= 0)");
-    require(r.top_p > 0.f && r.top_p <= 1.f, "sample: row " + std::to_string(i) + " has top_p " +
-                                                  std::to_string(r.top_p) +
-                                                  " (allowed: (0, 1])");
+    require(r.temperature >= 0.f && std::isfinite(r.temperature), [&] {
+      return "sample: row " + std::to_string(i) + " has temperature " +
+             std::to_string(r.temperature) + " (allowed: finite, >= 0)";
+    });
+    require(r.top_p > 0.f && r.top_p <= 1.f, [&] {
+      return "sample: row " + std::to_string(i) + " has top_p " + std::to_string(r.top_p) +
+             " (allowed: (0, 1])";
+    });
     params[size_t(i)] = {row_key(r.seed, r.step), r.temperature > 0.f ? 1.f / r.temperature : 0.f,
                          0};
   }
