@@ -7,6 +7,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cmath>
+#include <cstring>
+#include <sstream>
 #include <thread>
 
 #include "run_folder.hpp"
@@ -434,7 +437,29 @@ TEST(ServeE2E, SigtermAbortsInFlightStreamsAndExitsZero) {
                    {"max_tokens", 250}, {"n", 32}, {"ignore_eos", true}, {"stream", true}};
   HttpResult streamed;
   std::thread client([&] { streamed = curl("POST", s.url("/v1/completions"), json::serialize(req), {"-N"}); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The signal must come while the streams run, after all 8 prompts are in the engine (each
+  // waits for a step boundary to go in; a signal before the last one refuses the request with
+  // 503 and aborts the others, which a fixed 300 ms sleep hit on a busy machine). From
+  // /metrics: a waiting prompt is one sequence until its prefill fans it out into 32 running
+  // ones, and finished prompts count as successes.
+  auto prompts_in = [&] {
+    std::istringstream metrics(get(s, "/metrics").body);
+    double waiting = 0, running = 0, finished = 0;
+    for (std::string line; std::getline(metrics, line);) {
+      auto value = [&](const char* name, double& v) {
+        const std::string prefix = std::string(name) + " ";
+        if (line.rfind(prefix, 0) == 0) v = std::stod(line.substr(prefix.size()));
+      };
+      value("siesta_num_requests_waiting", waiting);
+      value("siesta_num_requests_running", running);
+      value("siesta_request_success_total", finished);
+    }
+    return finished + waiting + std::ceil(running / 32);
+  };
+  double in = 0;
+  for (int i = 0; i < 1500 && (in = prompts_in()) < 8; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_GE(in, 8) << "the request's prompts never all reached the engine";
   auto t0 = std::chrono::steady_clock::now();
   auto code = s.stop(SIGTERM, 20);
   client.join();
