@@ -130,7 +130,7 @@ if command -v python3 >/dev/null && [[ -s "$out/bench.jsonl" ]]; then
 import json, sys
 keys = {
     "bench_gemm": ["shape", "c"], "bench_ops": ["op", "size"], "train_step": ["what", "shape"],
-    "decode": ["what", "batch", "tpot_ms", "roofline_ms"], "sleep_wake": ["preset", "op", "ms"],
+    "decode": ["what", "batch", "tpot_ms", "launch_ms", "roofline_ms"], "sleep_wake": ["preset", "op", "ms"],
     "allocator": ["op", "size", "chunk", "target"],
     "weight_sync": ["preset", "src", "path", "bucket_MiB", "ms"],
 }

@@ -55,6 +55,7 @@ struct Run {
   int decode_steps = 0;
   double decode_s = 0, roofline_s = 0, wall_s = 0;
   std::vector<double> step_ms;
+  std::vector<double> launch_ms;  // of each step: host time until the forward was launched
   uint64_t generated = 0;
   std::string check = "ok";
 };
@@ -150,6 +151,7 @@ int main(int argc, char** argv) {
           r.roofline_s += bytes / (hbm * 1e9);
           r.decode_s += dt;
           r.step_ms.push_back(dt * 1e3);
+          r.launch_ms.push_back(now.last_step_launch_ms);
           ++r.decode_steps;
         }
         for (const auto& out : outs) {
@@ -165,6 +167,7 @@ int main(int argc, char** argv) {
       if (finished != batch && r.check == "ok")
         r.check = std::to_string(finished) + " of " + std::to_string(batch) + " requests finished";
       std::sort(r.step_ms.begin(), r.step_ms.end());
+      std::sort(r.launch_ms.begin(), r.launch_ms.end());
       return r;
     };
 
@@ -178,6 +181,7 @@ int main(int argc, char** argv) {
       Run r;
       for (int i = 0; i < (o.warmup > 0 ? 2 : 1); ++i) r = run(batch);   // keep the last
       const double tpot = r.step_ms.empty() ? 0 : r.step_ms[r.step_ms.size() / 2];
+      const double host = r.launch_ms.empty() ? 0 : r.launch_ms[r.launch_ms.size() / 2];
       const double roof_tok_s = r.roofline_s > 0 ? double(batch) * r.decode_steps / r.roofline_s : 0;
       const double roof_ms = r.decode_steps ? r.roofline_s * 1e3 / r.decode_steps : 0;
       using Cols = std::vector<std::pair<std::string, bench::Value>>;
@@ -185,7 +189,7 @@ int main(int argc, char** argv) {
         return Cols{{"what", std::string(what)}, {"preset", a.preset}, {"batch", int64_t(batch)},
                     {"prompt", int64_t(a.prompt)}, {"output", int64_t(a.output)},
                     {"decode_steps", int64_t(r.decode_steps)}, {"tpot_ms", tpot},
-                    {"roofline_ms", roof_ms}};
+                    {"launch_ms", host}, {"roofline_ms", roof_ms}};
       };
       const std::string check =
           r.check != "ok" ? r.check : r.decode_steps == 0 ? "no decode-only step" : "ok";
@@ -200,7 +204,9 @@ int main(int argc, char** argv) {
     table.note("roofline step = (weights " + bench::fmt_bytes(weights_read) +
                " + KV of every cached token (" + bench::fmt_bytes(kv_per_token) +
                "/token) + new K/V + logits) / HBM limit; tpot_ms = median decode step (host "
-               "clock around InferenceEngine::step, sampling included)");
+               "clock around InferenceEngine::step, sampling included); launch_ms = median host "
+               "time of a decode step until its forward was launched (scheduling, metadata "
+               "upload, graph launch; on the CPU backend the forward too)");
     table.note("engine: " + std::to_string(engine->stats().num_cuda_graphs) + " decode CUDA graphs, KV " +
                bench::fmt_bytes(double(st.kv_cache_bytes)) + ", built in " +
                std::to_string(build_s).substr(0, 5) + " s; greedy sampling, random prompt ids");

@@ -192,6 +192,20 @@ TEST(Engine, MaxTokensEndsWithLength) {
   EXPECT_STREQ(finish_reason_name(o.finish_reason), "length");
 }
 
+TEST(Engine, StepStatsSplitTheStepAtTheForwardLaunch) {
+  InferenceEngine e(tiny_options());
+  EXPECT_EQ(e.stats().last_step_launch_ms, 0.0) << "no step yet";
+  e.add_request(prompts(1, 264, 9)[0], greedy(3));
+  for (int i = 0; i < 2; ++i) {
+    e.step();
+    const auto s = e.stats();
+    // On the CPU backend the launch includes the forward, so it takes measurable time; it is
+    // part of the step, which also samples and delivers the tokens.
+    EXPECT_GT(s.last_step_launch_ms, 0.0) << "step " << i;
+    EXPECT_LE(s.last_step_launch_ms, s.last_step_ms) << "step " << i;
+  }
+}
+
 TEST(Engine, StopTokenEndsTheOutputAndIsKeptInTheIds) {
   InferenceEngine e(tiny_options());
   auto ps = prompts(1, 264, 10);

@@ -342,6 +342,8 @@ void InferenceEngine::Impl::step() {
   for (RequestId id : ids) retire_if_done(id);
   ++n_steps;
   last_step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  last_step_launch_ms =
+      std::chrono::duration<double, std::milli>(runner->forward_launched_at() - t0).count();
 }
 
 void InferenceEngine::Impl::append_token(Sequence& s, int32_t token, float logprob) {
@@ -584,6 +586,7 @@ EngineStats InferenceEngine::stats() const {
   s.num_cuda_graphs = m.runner->num_graphs();
   s.num_graph_replays = m.runner->num_graph_replays();
   s.last_step_ms = m.last_step_ms;
+  s.last_step_launch_ms = m.last_step_launch_ms;
   s.sleep = m.sleep;
   return s;
 }

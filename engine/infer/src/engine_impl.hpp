@@ -53,7 +53,7 @@ struct InferenceEngine::Impl {
   std::set<std::string> written_since_wake;   // weights rewritten after a level-2 wake
 
   uint64_t n_finished = 0, n_steps = 0, prompt_tokens = 0, gen_tokens = 0;
-  double last_step_ms = 0;
+  double last_step_ms = 0, last_step_launch_ms = 0;
 
   // ---- engine.cpp ----
   void build(EngineOptions options);

@@ -164,6 +164,7 @@ void ModelRunner::run(const std::vector<Sequence*>& seqs, const std::vector<int>
     model_->forward(meta_dev_ + L.tokens, b, meta_dev_ + L.rows, n_seqs, logits_);
     if (n_rows > n_seqs) expand_rows(fanout);
   }
+  launched_at_ = std::chrono::steady_clock::now();
   tokens.resize(size_t(n_rows));
   logprobs.resize(size_t(n_rows));
   ops_.sample(tokens.data(), logprobs.data(), logits_, n_rows, cfg_.vocab_size, rows.data());

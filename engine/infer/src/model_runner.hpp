@@ -3,6 +3,7 @@
 // (or replays a captured CUDA graph for a decode batch), then samples every row.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -57,6 +58,9 @@ class ModelRunner {
   int capture_graphs(int max_batch);
   int num_graphs() const;
   uint64_t num_graph_replays() const { return graph_replays_; }
+  // When the last run() had its forward enqueued (graph replayed or kernels launched), before
+  // sampling waited for it.
+  std::chrono::steady_clock::time_point forward_launched_at() const { return launched_at_; }
 
  private:
   // Writes seqs' metadata (then padding sequences up to n_pad_seqs) at layout L and copies it
@@ -79,6 +83,7 @@ class ModelRunner {
   std::vector<int32_t> meta_host_;       // its staging copy
   std::unique_ptr<CudaGraphs> graphs_;
   uint64_t graph_replays_ = 0;
+  std::chrono::steady_clock::time_point launched_at_{};
   friend class CudaGraphs;
 };
 

@@ -91,6 +91,10 @@ struct EngineStats {
   int num_cuda_graphs = 0;
   uint64_t num_graph_replays = 0;
   double last_step_ms = 0;
+  // Of it, the host's part before the forward was on its way: scheduling, the metadata upload,
+  // the launch (with a GPU the forward then runs while the host waits for the sampled tokens;
+  // on the CPU backend this includes the forward itself).
+  double last_step_launch_ms = 0;
   SleepState sleep;
 };
 
