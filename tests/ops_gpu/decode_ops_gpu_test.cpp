@@ -17,11 +17,14 @@ const Rounding bf16_round = [](double v) { return double(bf16_to_f32(f32_to_bf16
 TEST_F(OpsGpu, GemmWithFewRowsMatchesReference) {
   SIESTA_TRACE_SEED();
   struct Dims { int64_t m, n, k; };
-  // k 896 / 4864: the 0.5b decode shapes (3 tokens run the 4-token kernel); k 16384 and 12288
-  // stream each row in several segments (the 7b down_proj's case); 8 tokens (more than the
-  // GEMV takes) and 5 x 4864 (more than its shared memory) go to cuBLAS and must agree too.
-  for (Dims dm : {Dims{1, 37, 64}, Dims{3, 200, 896}, Dims{8, 130, 896}, Dims{4, 64, 4864},
-                  Dims{5, 64, 4864}, Dims{1, 40, 16384}, Dims{2, 24, 12288}, Dims{8, 33, 8192}})
+  // k 896 / 4864: the 0.5b decode shapes (3 tokens run the 4-token kernel); 1999 and 1024
+  // rows give every block several units, so items of 8 units whose rows go in one copy (1999:
+  // the odd last row); k 16384 and 12288 stream each row in several segments (the 7b
+  // down_proj's case); 8 tokens (more than the GEMV takes) and 5 x 4864 (more than its shared
+  // memory) go to cuBLAS and must agree too.
+  for (Dims dm : {Dims{1, 37, 64}, Dims{3, 200, 896}, Dims{1, 1999, 896}, Dims{2, 1024, 896},
+                  Dims{8, 130, 896}, Dims{4, 64, 4864}, Dims{5, 64, 4864}, Dims{1, 40, 16384},
+                  Dims{2, 24, 12288}, Dims{8, 33, 8192}})
     for (float beta : {0.f, 1.f}) {
       GemmArgs g;
       g.trans_b = true;
