@@ -168,17 +168,13 @@ struct BlockUnits {
   __device__ __forceinline__ int local_count() const { return u1 - u0; }
 };
 
-// Issues the copies of one item: `cnt` units' a rows into dst_a[i * seg_len], b rows into
-// dst_b[...], segment [c0, c0 + len) of each. Whole rows that lie back to back in global
-// memory (seg_len == k) go in one copy: per-row copies of 1.8 KiB held an H200's LM head to
-// half of HBM, 14 KiB copies to two thirds.
-template <class Policy>
-__device__ __forceinline__ void issue_item(const Policy& pol, int ub, int cnt, int k, int c0,
-                                           int len, int seg_len, bf16* dst_a, bf16* dst_b,
-                                           uint64_t* bar) {
-  const bf16* wa[kConsumerWarps];
-  const bf16* wb[kConsumerWarps];
-  for (int i = 0; i < cnt; ++i) pol.rows(ub + i, wa[i], wb[i]);
+// Issues the copies of one item: the a rows wa[0 .. cnt) of its units into dst_a[i * seg_len],
+// the b rows wb[...] into dst_b[...], segment [c0, c0 + len) of each. Whole rows that lie back
+// to back in global memory (seg_len == k) go in one copy: per-row copies of 1.8 KiB held an
+// H200's LM head to half of HBM, 14 KiB copies to two thirds.
+__device__ __forceinline__ void issue_item(const bf16* const* wa, const bf16* const* wb, int cnt,
+                                           int k, int c0, int len, int seg_len, bf16* dst_a,
+                                           bf16* dst_b, uint64_t* bar) {
   const bool whole = len == k && seg_len == k;
   for (int half = 0; half < 2; ++half) {
     const bf16* const* w = half == 0 ? wa : wb;
@@ -222,15 +218,22 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
 
   if (warp == kConsumerWarps) {  // the producer: item j = (group j / segs, segment j % segs)
     if (lane != 0) return;
-    // Counters, not divisions: this one thread issues every copy of the block.
-    int s = 0, parity = 0, seg = 0, g = 0;
+    // Counters, not divisions: this one thread issues every copy of the block. A group's row
+    // pointers are worked out once, for all its segments.
+    int s = 0, parity = 0, seg = 0, g = 0, cnt = 0;
+    const bf16* wa[kConsumerWarps];
+    const bf16* wb[kConsumerWarps];
     for (int j = 0; j < items; ++j) {
       if (j >= pl.slots) mbar_wait(&empty[s], parity ^ 1);  // freed in the round before
-      const int ub = bu.first_unit(g), cnt = min(pl.per_item, bu.u1 - ub);
+      if (seg == 0) {
+        const int ub = bu.first_unit(g);
+        cnt = min(pl.per_item, bu.u1 - ub);
+        for (int i = 0; i < cnt; ++i) pol.rows(ub + i, wa[i], wb[i]);
+      }
       const int c0 = seg * pl.seg_len, len = min(pl.seg_len, k - c0);
       bf16* dst = ring + int64_t(s) * 2 * half_slot;
       mbar_arrive_expect_tx(&full[s], uint32_t(4 * len * cnt));
-      issue_item(pol, ub, cnt, k, c0, len, pl.seg_len, dst, dst + half_slot, &full[s]);
+      issue_item(wa, wb, cnt, k, c0, len, pl.seg_len, dst, dst + half_slot, &full[s]);
       if (++seg == pl.segs) seg = 0, ++g;
       if (++s == pl.slots) s = 0, parity ^= 1;
     }
