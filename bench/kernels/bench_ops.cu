@@ -7,6 +7,7 @@
 #include <iostream>
 #include <numeric>
 #include <random>
+#include <vector>
 
 #include "gpu_bench.cuh"
 #include "siesta/kernels/device.hpp"
@@ -343,6 +344,92 @@ int main(int argc, char** argv) {
                   ops->norm_qkv_rope_cache(q.as(), x.as(), nw.as(), 1e-6f, d, qkv,
                                            cs.as<float>(), cache, b, s);
                 }, false, true);
+      }
+      {  // A decode step's 24 layers at ctx 256: one Ops::decode_layers call, and the same
+         // ops one by one (norm_qkv_rope_cache, paged_attention, gemm, norm_gate_up, gemm)
+        const int L = 24, H = 14, Hk = 2, hd = 64, qd = H * hd, kvd = Hk * hd, ctx = 256, bs = 16;
+        const int blocks_per_seq = ctx / bs, num_blocks = m * blocks_per_seq;
+        const kernels::AttnShape s{H, Hk, hd, 0.125f};
+        // Per layer, in elements: wq wk wv | bq bk bv | in_norm | wo | post_norm | wg wu | wd
+        const size_t e_qkv = size_t(qd + 2 * kvd) * d, e_bias = size_t(qd + 2 * kvd);
+        const size_t per_layer = e_qkv + e_bias + d + size_t(d) * qd + d + 2 * size_t(inter) * d +
+                                 size_t(d) * inter;
+        Buffer wbuf(per_layer * L * 2);
+        fill_bf16(wbuf.as(), per_layer * L, ++seed, -0.03f, 0.03f);
+        const size_t cache_elems = size_t(num_blocks) * bs * kvd;
+        Buffer kv(cache_elems * 2 * 2 * L);
+        fill_bf16(kv.as(), cache_elems * 2 * L, ++seed);
+        std::vector<kernels::Ops::DecodeLayerWeights> lw(L);
+        std::vector<kernels::PagedKv> caches(L);
+        for (int l = 0; l < L; ++l) {
+          const char* at = wbuf.as<char>() + size_t(l) * per_layer * 2;
+          auto take = [&](size_t elems) {
+            const char* p = at;
+            at += elems * 2;
+            return p;
+          };
+          auto& w = lw[size_t(l)];
+          w.qkv.q = take(size_t(qd) * d), w.qkv.k = take(size_t(kvd) * d);
+          w.qkv.v = take(size_t(kvd) * d);
+          w.qkv.q_bias = take(qd), w.qkv.k_bias = take(kvd), w.qkv.v_bias = take(kvd);
+          w.input_norm = take(d), w.o = take(size_t(d) * qd), w.post_norm = take(d);
+          w.gate = take(size_t(inter) * d), w.up = take(size_t(inter) * d);
+          w.down = take(size_t(d) * inter);
+          char* c = kv.as<char>() + size_t(l) * cache_elems * 2 * 2;
+          caches[size_t(l)] = kernels::PagedKv{c, c + cache_elems * 2, num_blocks, bs};
+        }
+        std::vector<int32_t> table_h(static_cast<size_t>(num_blocks)), qs(size_t(m) + 1),
+            ctx_h(size_t(m), ctx),
+            pos_h(size_t(m), ctx - 1), slot_h(static_cast<size_t>(m));
+        std::iota(table_h.begin(), table_h.end(), 0);
+        std::shuffle(table_h.begin(), table_h.end(), std::mt19937(7));
+        std::iota(qs.begin(), qs.end(), 0);
+        for (int i = 0; i < m; ++i)
+          slot_h[size_t(i)] = table_h[size_t(i * blocks_per_seq + blocks_per_seq - 1)] * bs + bs - 1;
+        Buffer table_d(table_h.size() * 4), qs_d(qs.size() * 4), ctx_d(size_t(m) * 4),
+            pos_d(size_t(m) * 4), slot_d(size_t(m) * 4), cs(size_t(4096) * hd * 4);
+        ops->copy_to_device(table_d.as(), table_h.data(), table_h.size() * 4);
+        ops->copy_to_device(qs_d.as(), qs.data(), qs.size() * 4);
+        ops->copy_to_device(ctx_d.as(), ctx_h.data(), ctx_h.size() * 4);
+        ops->copy_to_device(pos_d.as(), pos_h.data(), pos_h.size() * 4);
+        ops->copy_to_device(slot_d.as(), slot_h.data(), slot_h.size() * 4);
+        fill_f32(cs.as<float>(), size_t(4096) * hd, ++seed);
+        kernels::PagedBatch b;
+        b.num_seqs = m, b.num_tokens = m, b.max_q_len = 1, b.max_context_len = ctx;
+        b.q_start = qs_d.as<int32_t>(), b.context_len = ctx_d.as<int32_t>();
+        b.block_table = table_d.as<int32_t>(), b.max_blocks_per_seq = blocks_per_seq;
+        b.positions = pos_d.as<int32_t>(), b.slot_mapping = slot_d.as<int32_t>();
+        Buffer xr(size_t(m) * d * 2), q(size_t(m) * qd * 2), attn(size_t(m) * qd * 2),
+            h(size_t(m) * inter * 2), part(kernels::Ops::decode_step_partials_bytes(m, s));
+        fill_bf16(xr.as(), size_t(m) * d, ++seed);
+        kernels::Ops::DecodeStep st;
+        st.x = xr.as(), st.d = d, st.inter = inter, st.eps = 1e-6f, st.n_layers = L;
+        st.layers = lw.data(), st.caches = caches.data(), st.cos_sin_f32 = cs.as<float>();
+        st.q = q.as(), st.h = h.as(), st.partials = part.as();
+        const double bytes = double(per_layer) * L * 2 + 2.0 * m * ctx * kvd * 2 * L;
+        const std::string size = std::to_string(L) + " layers ctx " + std::to_string(ctx);
+        auto linear = [&](const void* in, const void* w, int64_t k) {
+          kernels::GemmArgs g;
+          g.trans_b = true;
+          g.m = m, g.n = d, g.k = k;
+          g.a = in, g.lda = k, g.b = w, g.ldb = k;
+          g.beta = 1.f, g.c = xr.as(), g.ldc = d, g.c_dtype = DType::BF16;
+          ops->gemm(g);
+        };
+        if (ops->decode_layers(st, b, s))
+          run.row("decode layers, one kernel" + tok, size, bytes, xr.as(), size_t(m) * d, true,
+                  [&] { ops->decode_layers(st, b, s); }, true, true);
+        run.row("decode layers, op by op" + tok, size, bytes, xr.as(), size_t(m) * d, true, [&] {
+          for (int l = 0; l < L; ++l) {
+            const auto& w = lw[size_t(l)];
+            ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
+                                     cs.as<float>(), caches[size_t(l)], b, s);
+            ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
+            linear(attn.as(), w.o, qd);
+            ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d, inter);
+            linear(h.as(), w.down, inter);
+          }
+        }, true, true);
       }
     }
     {  // What a dependent kernel costs in a graph before it does any work

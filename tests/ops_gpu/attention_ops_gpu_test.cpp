@@ -117,6 +117,10 @@ INSTANTIATE_TEST_SUITE_P(
 
 struct PagedCase {
   int H, Hk, hd, block_size;
+  // Per sequence: context after the step and new tokens in it. The default mixes a decode, a
+  // 3-token extension and a prompt; decode-only batches with few (token, head) pairs run in
+  // parts (a block per part of a context, the last merging them).
+  std::vector<int> ctx = {5, 33, 20}, qlen = {1, 3, 20};
 };
 class PagedAttentionGpu : public OpsGpu, public ::testing::WithParamInterface<PagedCase> {};
 
@@ -127,8 +131,12 @@ TEST_P(PagedAttentionGpu, DecodeAndPrefillMatchFullAttentionOverCachedTokens) {
   SIESTA_TRACE_SEED();
   const PagedCase c = GetParam();
   const AttnShape s{c.H, c.Hk, c.hd, float(1 / std::sqrt(double(c.hd)))};
-  const std::vector<int> ctx = {5, 33, 20}, qlen = {1, 3, 20};
-  const int nseq = 3, bs = c.block_size, num_blocks = 64, row = c.Hk * c.hd;
+  const std::vector<int>& ctx = c.ctx;
+  const std::vector<int>& qlen = c.qlen;
+  const int nseq = int(ctx.size()), bs = c.block_size, row = c.Hk * c.hd;
+  int num_blocks = 0;
+  for (int x : ctx) num_blocks += (x + bs - 1) / bs;
+  num_blocks += 8;  // spare, poisoned blocks
   int max_blocks = 0;
   for (int x : ctx) max_blocks = std::max(max_blocks, (x + bs - 1) / bs);
   // Blocks handed out in a shuffled order, as an allocator would after churn.
@@ -241,12 +249,19 @@ TEST_P(PagedAttentionGpu, DecodeAndPrefillMatchFullAttentionOverCachedTokens) {
 INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionGpu,
                          ::testing::Values(PagedCase{14, 2, 64, 16},  // 0.5b head layout
                                            PagedCase{4, 4, 128, 8},
-                                           PagedCase{6, 3, 40, 16}),  // head_dim not 2^k
+                                           PagedCase{6, 3, 40, 16},  // head_dim not 2^k
+                                           // decode only, in parts: batch 1 over a long
+                                           // context (8 parts of 125 keys), and 3 sequences
+                                           // (8 parts each; 2 keys leave 6 of them empty)
+                                           PagedCase{14, 2, 64, 16, {1000}, {1}},
+                                           PagedCase{4, 1, 128, 16, {2, 300, 77}, {1, 1, 1}}),
                          [](const auto& info) {
                            const PagedCase& c = info.param;
                            return "H" + std::to_string(c.H) + "Hk" + std::to_string(c.Hk) +
                                   "hd" + std::to_string(c.hd) + "bs" +
-                                  std::to_string(c.block_size);
+                                  std::to_string(c.block_size) + "seqs" +
+                                  std::to_string(c.ctx.size()) + "ctx" +
+                                  std::to_string(c.ctx[0]);
                          });
 
 }  // namespace

@@ -1,16 +1,29 @@
 // The inference pass: embeddings, then per layer RMSNorm -> q/k/v (+bias) -> rope -> write the
 // paged cache -> paged attention -> o_proj into the residual -> RMSNorm -> SwiGLU MLP into the
 // residual; finally the chosen rows go through the final norm and the LM head. Decode-sized
-// batches run the same steps through Ops' fused decode ops.
+// batches run the same steps through Ops' fused decode ops, or all layers in one
+// Ops::decode_layers call where the backend has it.
 #include "siesta/model/inference.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "layers.hpp"
 
 namespace siesta::model {
 namespace {
 
+bool one_kernel_decode_requested() {
+  static const bool on = [] {
+    const char* v = std::getenv("SIESTA_DECODE_LAYERS");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 struct InferBuffers {
-  void *x, *xn, *q, *k, *v, *attn, *gate, *up, *h, *rows, *rows_n;
+  void *x, *xn, *q, *k, *v, *attn, *gate, *up, *h, *rows, *rows_n, *partials;
 };
 
 InferBuffers carve(const ModelConfig& c, DType act, int T, detail::Carver& cv) {
@@ -30,6 +43,8 @@ InferBuffers carve(const ModelConfig& c, DType act, int T, detail::Carver& cv) {
   b.h = cv.take(n * inter * es);
   b.rows = cv.take(n * d * es);
   b.rows_n = cv.take(n * d * es);
+  const int step_tokens = std::min(T, kernels::Ops::kDecodeStepMaxTokens);
+  b.partials = cv.take(kernels::Ops::decode_step_partials_bytes(step_tokens, attention_shape(c)));
   return b;
 }
 
@@ -60,6 +75,7 @@ InferenceModel::InferenceModel(const ModelConfig& cfg, kernels::Ops& ops,
   InferBuffers b = carve(cfg, ops.act_dtype(), max_tokens, cv);
   x_ = b.x, xn_ = b.xn, q_ = b.q, k_ = b.k, v_ = b.v, attn_ = b.attn;
   gate_ = b.gate, up_ = b.up, h_ = b.h, rows_ = b.rows, rows_n_ = b.rows_n;
+  partials_ = b.partials;
 }
 
 void InferenceModel::set_kv_caches(std::vector<kernels::PagedKv> kv) {
@@ -93,7 +109,12 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
   // prefill takes the op-by-op sequence, whose GEMMs have enough rows to be compute-bound.
   const bool fused = N <= ops.fused_decode_max_tokens(d);
   ops.embedding_forward(x_, w_.embed_tokens.data, tokens, N, d);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
+  // Every layer in one call (Ops::decode_layers), where asked for and the backend has it: on
+  // an H200 it is not yet faster than the fused ops one by one (docs/results/2026-12-02-h200-
+  // decode-layers), so SIESTA_DECODE_LAYERS=1 opts in.
+  const bool one_call = fused && N <= kernels::Ops::kDecodeStepMaxTokens &&
+                        one_kernel_decode_requested() && decode_layers(b);
+  for (int l = 0; l < (one_call ? 0 : c.num_hidden_layers); ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
     if (fused) {
       kernels::Ops::QkvWeights qkv{L.q_proj.data, L.k_proj.data, L.v_proj.data,
@@ -134,6 +155,36 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
   }
   ops.rmsnorm_forward(rows_n_, nullptr, last, w_.norm.data, n_rows, d, eps);
   detail::linear(ops, logits_out, rows_n_, w_.lm_head, n_rows);
+}
+
+bool InferenceModel::decode_layers(const kernels::PagedBatch& b) {
+  const auto& c = cfg_;
+  std::vector<kernels::Ops::DecodeLayerWeights> layers(size_t(c.num_hidden_layers));
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerWeights& L = w_.layers[l];
+    auto& w = layers[l];
+    w.qkv = {L.q_proj.data, L.k_proj.data, L.v_proj.data,
+             L.q_bias.data, L.k_bias.data, L.v_bias.data};
+    w.input_norm = L.input_layernorm.data;
+    w.o = L.o_proj.data;
+    w.post_norm = L.post_attention_layernorm.data;
+    w.gate = L.gate_proj.data;
+    w.up = L.up_proj.data;
+    w.down = L.down_proj.data;
+  }
+  kernels::Ops::DecodeStep st;
+  st.x = x_;
+  st.d = c.hidden_size;
+  st.inter = c.intermediate_size;
+  st.eps = float(c.rms_norm_eps);
+  st.n_layers = c.num_hidden_layers;
+  st.layers = layers.data();
+  st.caches = kv_.data();
+  st.cos_sin_f32 = rope_;
+  st.q = q_;
+  st.h = h_;
+  st.partials = partials_;
+  return ops_.decode_layers(st, b, attention_shape(c));
 }
 
 }  // namespace siesta::model

@@ -62,6 +62,10 @@ class CpuOps final : public Ops {
                            const PagedBatch& b, const AttnShape& s) override;
   void norm_gate_up(void* h, const void* x, const void* norm_w, float eps, const void* gate_w,
                     const void* up_w, int64_t n, int64_t d, int64_t inter) override;
+  // No whole-step kernel here: the model runs the layers op by op.
+  bool decode_layers(const DecodeStep&, const PagedBatch&, const AttnShape&) override {
+    return false;
+  }
 
   void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
                       const int32_t* targets, int64_t n, int64_t vocab) override;

@@ -32,6 +32,14 @@ __device__ __forceinline__ Bf16x8 load8(const bf16* p) {
   __builtin_memcpy(&v, &u, sizeof(v));
   return v;
 }
+// The same through L2 only (ld.global.cg): for data that another block of the same kernel
+// wrote, which this SM's L1 may hold an older copy of.
+__device__ __forceinline__ Bf16x8 load8_cg(const bf16* p) {
+  const uint4 u = __ldcg(reinterpret_cast<const uint4*>(p));
+  Bf16x8 v;
+  __builtin_memcpy(&v, &u, sizeof(v));
+  return v;
+}
 __device__ __forceinline__ void store8(bf16* p, const Bf16x8& v) {
   uint4 u;
   __builtin_memcpy(&u, &v, sizeof(u));

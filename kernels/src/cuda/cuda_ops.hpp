@@ -95,6 +95,7 @@ class CudaOps final : public Ops {
                            const PagedBatch& b, const AttnShape& s) override;
   void norm_gate_up(void* h, const void* x, const void* norm_w, float eps, const void* gate_w,
                     const void* up_w, int64_t n, int64_t d, int64_t inter) override;
+  bool decode_layers(const DecodeStep& step, const PagedBatch& b, const AttnShape& s) override;
 
   void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
                       const int32_t* targets, int64_t n, int64_t vocab) override;
@@ -127,10 +128,17 @@ class CudaOps final : public Ops {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
+  unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op
+  // paged_attention in parts: partial sums for up to decode_part_pairs_ (token, head) pairs,
+  // and how many parts of each pair are done (zero between launches)
+  int decode_part_pairs_ = 0;
+  float* decode_parts_ = nullptr;
+  unsigned* decode_part_counts_ = nullptr;
   Scratch attn_scratch_;     // attention score matrices, pointer arrays, dK/dV fp32 sums
   Scratch sample_scratch_;   // sampling rows in, (token, logprob) out
 };
 
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+constexpr size_t kStepSyncCounters = 1024;
 
 }  // namespace siesta::kernels::cuda

@@ -1,14 +1,18 @@
 // Inference attention over the paged KV cache (vLLM layout [num_blocks, block_size, n_kv_heads,
 // head_dim]): kv_cache_write scatters new K/V rows to their slots; paged_attention runs one
 // thread block per (new token, query head) with an online softmax over the sequence's cached
-// tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike.
+// tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike. A decode
+// batch with too few (token, head) pairs to fill half the GPU runs in parts instead
+// (attention_parts.cuh): a block per (token, head, part), the head's last part merging them.
 //
 // Inside a block, groups of TPK threads each own one key at a time (two in flight), every
 // thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per key); the
 // groups' partial softmax states (max, sum, 8 accumulators per thread) are merged at the end,
 // within a warp by shuffles and across warps through shared memory.
+#include <algorithm>
 #include <string>
 
+#include "attention_parts.cuh"
 #include "common.cuh"
 #include "cuda_ops.hpp"
 #include "pdl.cuh"
@@ -175,6 +179,42 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
+constexpr int kPartThreads = 256;
+
+template <int TPK>
+__global__ void __launch_bounds__(kPartThreads)
+    paged_attention_parts_kernel(bf16* __restrict__ out, PartsArgs a, unsigned* __restrict__ counts) {
+  constexpr int hd = TPK * 8;
+  __shared__ bool last;
+  pdl_launch_dependents();
+  pdl_wait();  // q and the cache rows of this step: the kernel before wrote them
+  attend_part<TPK, kPartThreads>(a, int(blockIdx.x));
+  // The head's last part to finish merges them all (and leaves its counter at zero).
+  const int th = int(blockIdx.x) / a.parts;  // token * n_heads + head
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(counts + th, 1u) == unsigned(a.parts - 1);
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  if (threadIdx.x < TPK)
+    store8(out + int64_t(th) * hd + threadIdx.x * 8,
+           combine_parts(a.part + int64_t(th) * a.parts * (hd + 4), a.parts, hd, threadIdx.x));
+  if (threadIdx.x == 0) counts[th] = 0;
+}
+
+template <int TPK>
+void launch_parts(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
+                  const AttnShape& s, int parts, float* part, unsigned* counts) {
+  const PartsArgs a{static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
+                    static_cast<const bf16*>(c.v), part, b.q_start, b.context_len, b.block_table,
+                    b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, parts,
+                    s.scale};
+  launch_pdl(paged_attention_parts_kernel<TPK>, dim3(unsigned(b.num_tokens * s.n_heads * parts)),
+             dim3(kPartThreads), 0, st, static_cast<bf16*>(out), a, counts);
+}
+
 template <int TPK>
 void launch_paged(cudaStream_t st, int sms, void* out, const void* q, const PagedKv& c,
                   const PagedBatch& b, const AttnShape& s) {
@@ -231,6 +271,19 @@ void CudaOps::paged_attention(void* out, const void* q, const PagedKv& cache, co
   require(int64_t(b.num_tokens) * s.n_heads < (int64_t(1) << 31),
           "paged_attention: num_tokens * n_heads must be < 2^31");
   activate();
+  // Decode batches too small to fill half the GPU: in parts (see the top). The part count
+  // does not depend on the context length, so a captured graph stays right as contexts grow.
+  const int pairs = b.num_tokens * s.n_heads;
+  if (b.max_q_len == 1 && (s.head_dim == 64 || s.head_dim == 128) && 2 * pairs <= sm_count_ &&
+      pairs <= decode_part_pairs_) {
+    static_assert(kMaxParts == 8);  // decode_parts_ holds 8 parts of head_dim <= 128 per pair
+    const int parts = std::min(kMaxParts, sm_count_ / pairs);
+    if (s.head_dim == 64)
+      launch_parts<8>(stream_, out, q, cache, b, s, parts, decode_parts_, decode_part_counts_);
+    else
+      launch_parts<16>(stream_, out, q, cache, b, s, parts, decode_parts_, decode_part_counts_);
+    return;
+  }
   const int per_key = s.head_dim / 8;  // threads holding one key row
   if (per_key <= 1) launch_paged<1>(stream_, sm_count_, out, q, cache, b, s);
   else if (per_key <= 2) launch_paged<2>(stream_, sm_count_, out, q, cache, b, s);

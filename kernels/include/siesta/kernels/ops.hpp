@@ -192,6 +192,44 @@ class Ops {
                             const void* gate_w, const void* up_w, int64_t n, int64_t d,
                             int64_t inter) = 0;
 
+  // A whole decode step's layers in one call: for each layer l, in order, what
+  // norm_qkv_rope_cache (into caches[l]), paged_attention, gemm for o_proj (into x),
+  // norm_gate_up and gemm for down_proj (into x) do, with the same rounding points; x [n, d] is
+  // the residual stream, in and out. With a few tokens a step's time goes to the boundaries
+  // between ~5 kernels per layer more than to bytes; one kernel keeps streaming weights across
+  // them. Returns false, having done nothing, where this backend has no such kernel for the
+  // call (the CPU; a GPU before Hopper; head_dim other than 64 or 128; more tokens than it
+  // stages): callers then run the layers op by op.
+  struct DecodeLayerWeights {
+    QkvWeights qkv;
+    const void* input_norm = nullptr;
+    const void* o = nullptr;          // [d, n_heads * head_dim]
+    const void* post_norm = nullptr;
+    const void* gate = nullptr;       // [inter, d]
+    const void* up = nullptr;         // [inter, d]
+    const void* down = nullptr;       // [d, inter]
+  };
+  struct DecodeStep {
+    void* x = nullptr;                // [n, d], act dtype
+    int64_t d = 0, inter = 0;
+    float eps = 0.f;
+    int n_layers = 0;
+    const DecodeLayerWeights* layers = nullptr;  // host arrays of n_layers
+    const PagedKv* caches = nullptr;
+    const float* cos_sin_f32 = nullptr;          // as for rope
+    // Device workspace: q [n, n_heads * head_dim] and h [n, inter] in act dtype, and
+    // decode_step_partials_bytes(n, s) bytes (attention's partial sums over parts of a context).
+    void* q = nullptr;
+    void* h = nullptr;
+    void* partials = nullptr;
+  };
+  static constexpr int kDecodeStepMaxTokens = 8;  // b.num_tokens above it: false
+  static constexpr int kDecodeAttnSplits = 8;
+  static size_t decode_step_partials_bytes(int tokens, const AttnShape& s) {
+    return size_t(tokens) * size_t(s.n_heads) * kDecodeAttnSplits * size_t(s.head_dim + 4) * 4;
+  }
+  virtual bool decode_layers(const DecodeStep& step, const PagedBatch& b, const AttnShape& s) = 0;
+
   // ---- log-probabilities (GRPO/SFT head) ------------------------------------------------
   // For each row i of logits [n, vocab]: logprob_f32[i] = log softmax(logits_i)[targets[i]],
   // entropy_f32[i] = -sum p log p (entropy may be null).

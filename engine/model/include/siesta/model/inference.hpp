@@ -55,8 +55,12 @@ class InferenceModel {
   std::vector<kernels::PagedKv> kv_;
   int max_tokens_;
   // Workspace carve-up (act dtype): residual, normed, q, k, v, attention output, gate, up,
-  // swiglu output, gathered last rows, their norm.
+  // swiglu output, gathered last rows, their norm; then attention partial sums.
   void *x_, *xn_, *q_, *k_, *v_, *attn_, *gate_, *up_, *h_, *rows_, *rows_n_;
+  void* partials_;  // attention partial sums of Ops::decode_layers
+
+  // Every layer through Ops::decode_layers; false when the backend declines (nothing done).
+  bool decode_layers(const kernels::PagedBatch& b);
 };
 
 }  // namespace siesta::model

@@ -1,0 +1,181 @@
+// Decode attention over the paged KV cache in parts (flash-decoding): task (token t, head h,
+// part sp) runs paged_attention's online softmax over one stretch of the token's causal
+// context and writes it unnormalised, [max, sum, -, -, head_dim sums] (head_dim + 4 floats);
+// combine_parts then merges a head's parts as one pass would have normalised them. With a
+// batch of one token and 14 heads, one block per head leaves most SMs idle while each walks
+// hundreds of keys one dependent load after another; parts spread the walk over the GPU.
+// Used by paged_attention.cu (decode batches too small to fill the GPU) and decode_layers.cu.
+// Reads of q and the cache go through L2 (load8_cg): in decode_layers.cu another block of the
+// same kernel wrote them.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.cuh"
+
+namespace siesta::kernels::cuda {
+namespace {
+
+constexpr int kMaxParts = 8;
+
+// The sequence that token t belongs to: the last s with q_start[s] <= t.
+__device__ __forceinline__ int seq_of(const int32_t* __restrict__ q_start, int num_seqs, int t) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (q_start[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+struct PartsArgs {
+  const bf16* q;        // [tokens, n_heads * head_dim]
+  const bf16* k_cache;  // [blocks, block_size, n_kv_heads, head_dim]
+  const bf16* v_cache;
+  float* part;          // [tokens, n_heads, parts, head_dim + 4]
+  const int32_t *q_start, *context_len, *block_table;
+  int max_blocks_per_seq, block_size, num_seqs, n_heads, n_kv_heads, parts;
+  float scale;
+};
+
+// Threads 0 .. THREADS-1 of the block (named barrier 1) run task (t, h, sp), task =
+// (t * n_heads + h) * parts + sp. Groups of TPK threads (TPK * 8 == head_dim) own one key at a
+// time, two in flight; the groups' states merge by shuffles, then through shared memory.
+template <int TPK, int THREADS>
+__device__ void attend_part(const PartsArgs& a, int task) {
+  constexpr int kWarps = THREADS / 32, kGroupsPerWarp = 32 / TPK, kGroups = THREADS / TPK;
+  constexpr int hd = TPK * 8;
+  __shared__ float sm_m[kWarps], sm_l[kWarps];
+  __shared__ float sm_acc[kWarps * TPK * 8];
+  const auto sync = [] { asm volatile("bar.sync 1, %0;" ::"n"(THREADS) : "memory"); };
+  const int S = a.parts, H = a.n_heads;
+  const int sp = task % S, h = task / S % H, t = task / (S * H);
+  const int hk = h / (H / a.n_kv_heads);
+  const int s = seq_of(a.q_start, a.num_seqs, t);
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  const int n_keys = a.context_len[s] - q_len + (t - a.q_start[s]) + 1;  // positions 0 .. own
+  const int chunk = (n_keys + S - 1) / S;
+  const int k0 = sp * chunk, k1 = min(n_keys, k0 + chunk);
+  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks_per_seq;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
+
+  float qv[8], acc[8];
+  unpack8(load8_cg(a.q + (int64_t(t) * H + h) * hd + d0), qv);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) qv[i] *= a.scale, acc[i] = 0.f;
+  float m = -INFINITY, l = 0.f;
+  const int64_t kv_row = int64_t(a.n_kv_heads) * hd;
+  // Warp-uniform trip count: the shuffles need every lane of the warp.
+  for (int base = k0 + warp * kGroupsPerWarp; base < k1; base += 2 * kGroups) {
+    float kf[2][8], vf[2][8];
+    bool valid[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int kk = base + gw + r * kGroups;
+      valid[r] = kk < k1;
+      if (valid[r]) {
+        const int64_t slot = int64_t(table[kk / a.block_size]) * a.block_size + kk % a.block_size;
+        const int64_t off = slot * kv_row + int64_t(hk) * hd + d0;
+        unpack8(load8_cg(a.k_cache + off), kf[r]);
+        unpack8(load8_cg(a.v_cache + off), vf[r]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float dot = 0.f;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) dot += qv[i] * kf[r][i];
+#pragma unroll
+      for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (valid[r]) {
+        const float m_new = fmaxf(m, dot);
+        const float c = __expf(m - m_new);  // 0 when m was -inf
+        const float e = __expf(dot - m_new);
+        l = l * c + e;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + e * vf[r][i];
+        m = m_new;
+      }
+    }
+  }
+  // Merge the groups of a warp (partners hold the same head-dim slice), then the warps.
+#pragma unroll
+  for (int o = TPK; o < 32; o <<= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    const float M2 = fmaxf(m, m2);
+    const float c1 = M2 == -INFINITY ? 0.f : __expf(m - M2);
+    const float c2 = M2 == -INFINITY ? 0.f : __expf(m2 - M2);
+    l = l * c1 + l2 * c2;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c1 + __shfl_xor_sync(0xffffffffu, acc[i], o) * c2;
+    m = M2;
+  }
+  if (gw == 0) {
+    if (lig == 0) sm_m[warp] = m, sm_l[warp] = l;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sm_acc[(warp * TPK + lig) * 8 + i] = acc[i];
+  }
+  sync();
+  float M = -INFINITY;
+  for (int i = 0; i < kWarps; ++i)
+    if (sm_l[i] > 0.f) M = fmaxf(M, sm_m[i]);
+  float* out = a.part + int64_t(task) * (hd + 4);
+  if (threadIdx.x == 0) {
+    float sum = 0.f;
+    for (int i = 0; i < kWarps; ++i)
+      if (sm_l[i] > 0.f) sum += sm_l[i] * __expf(sm_m[i] - M);
+    out[0] = M;
+    out[1] = sum;
+  }
+  for (int d = threadIdx.x; d < hd; d += THREADS) {
+    float r = 0.f;
+    for (int i = 0; i < kWarps; ++i)
+      if (sm_l[i] > 0.f) r += sm_acc[i * TPK * 8 + d] * __expf(sm_m[i] - M);
+    out[4 + d] = r;
+  }
+  sync();  // the sm_ arrays serve the block's next task
+}
+
+// Head-dim slice c (8 values) of the attention output of one (token, head) whose `parts` parts
+// start at base: the parts merged and normalised. Every part's (max, sum) and slice is loaded
+// at once: one L2 round trip, not three per part.
+__device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim,
+                                                int c) {
+  const int stride = head_dim + 4;
+  float2 ml[kMaxParts];
+  float4 x[kMaxParts], y[kMaxParts];
+#pragma unroll
+  for (int s = 0; s < kMaxParts; ++s)
+    if (s < parts) {
+      const float* ps = base + s * stride;
+      ml[s] = __ldcg(reinterpret_cast<const float2*>(ps));
+      x[s] = __ldcg(reinterpret_cast<const float4*>(ps + 4 + c * 8));
+      y[s] = __ldcg(reinterpret_cast<const float4*>(ps + 8 + c * 8));
+    }
+  float mx = -INFINITY;
+#pragma unroll
+  for (int s = 0; s < kMaxParts; ++s)
+    if (s < parts && ml[s].y > 0.f) mx = fmaxf(mx, ml[s].x);
+  float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, sum = 0.f;
+#pragma unroll
+  for (int s = 0; s < kMaxParts; ++s) {
+    if (!(s < parts && ml[s].y > 0.f)) continue;
+    const float w = __expf(ml[s].x - mx);
+    sum += ml[s].y * w;
+    o[0] += w * x[s].x, o[1] += w * x[s].y, o[2] += w * x[s].z, o[3] += w * x[s].w;
+    o[4] += w * y[s].x, o[5] += w * y[s].y, o[6] += w * y[s].z, o[7] += w * y[s].w;
+  }
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) o[i] *= inv;
+  return pack8(o);
+}
+
+}  // namespace
+}  // namespace siesta::kernels::cuda
