@@ -43,8 +43,13 @@ struct PartsArgs {
 // Threads 0 .. THREADS-1 of the block (named barrier 1) run task (t, h, sp), task =
 // (t * n_heads + h) * parts + sp. Groups of TPK threads (TPK * 8 == head_dim) own one key at a
 // time, two in flight; the groups' states merge by shuffles, then through shared memory.
-template <int TPK, int THREADS>
-__device__ void attend_part(const PartsArgs& a, int task) {
+// wait() returns once this step's q and new K/V rows are written (pdl_wait, or the grid-wide
+// wait of decode_layers). With kEarly, before it the task loads what earlier steps wrote
+// (metadata, the first keys of its part that are not new), so two of its dependent round trips
+// to memory overlap the kernel before; it holds those rows in registers across the wait, which
+// decode_layers (at its register limit: it spilled, and every op slowed) cannot afford.
+template <int TPK, int THREADS, bool kEarly, class Wait>
+__device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
   constexpr int kWarps = THREADS / 32, kGroupsPerWarp = 32 / TPK, kGroups = THREADS / TPK;
   constexpr int hd = TPK * 8;
   __shared__ float sm_m[kWarps], sm_l[kWarps];
@@ -55,37 +60,40 @@ __device__ void attend_part(const PartsArgs& a, int task) {
   const int hk = h / (H / a.n_kv_heads);
   const int s = seq_of(a.q_start, a.num_seqs, t);
   const int q_len = a.q_start[s + 1] - a.q_start[s];
-  const int n_keys = a.context_len[s] - q_len + (t - a.q_start[s]) + 1;  // positions 0 .. own
+  const int n_old = a.context_len[s] - q_len;           // keys earlier steps wrote
+  const int n_keys = n_old + (t - a.q_start[s]) + 1;    // positions 0 .. own
   const int chunk = (n_keys + S - 1) / S;
   const int k0 = sp * chunk, k1 = min(n_keys, k0 + chunk);
   const int32_t* table = a.block_table + int64_t(s) * a.max_blocks_per_seq;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
-
-  float qv[8], acc[8];
-  unpack8(load8_cg(a.q + (int64_t(t) * H + h) * hd + d0), qv);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) qv[i] *= a.scale, acc[i] = 0.f;
-  float m = -INFINITY, l = 0.f;
   const int64_t kv_row = int64_t(a.n_kv_heads) * hd;
-  // Warp-uniform trip count: the shuffles need every lane of the warp.
-  for (int base = k0 + warp * kGroupsPerWarp; base < k1; base += 2 * kGroups) {
-    float kf[2][8], vf[2][8];
-    bool valid[2];
+
+  float kf[2][8], vf[2][8];
+  bool valid[2];
+  int64_t off[2];
+  // Key slots of a trip; K/V rows loaded unless only the old ones may be (before wait()).
+  const auto load_trip = [&](int base, bool old_only) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int kk = base + gw + r * kGroups;
       valid[r] = kk < k1;
       if (valid[r]) {
-        const int64_t slot = int64_t(table[kk / a.block_size]) * a.block_size + kk % a.block_size;
-        const int64_t off = slot * kv_row + int64_t(hk) * hd + d0;
-        unpack8(load8_cg(a.k_cache + off), kf[r]);
-        unpack8(load8_cg(a.v_cache + off), vf[r]);
+        off[r] = (int64_t(table[kk / a.block_size]) * a.block_size + kk % a.block_size) * kv_row +
+                 int64_t(hk) * hd + d0;
+        if (!old_only || kk < n_old) {
+          unpack8(load8_cg(a.k_cache + off[r]), kf[r]);
+          unpack8(load8_cg(a.v_cache + off[r]), vf[r]);
+        }
       } else {
 #pragma unroll
         for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
       }
     }
+  };
+  float qv[8], acc[8];
+  float m = -INFINITY, l = 0.f;
+  const auto attend_trip = [&] {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float dot = 0.f;
@@ -103,6 +111,30 @@ __device__ void attend_part(const PartsArgs& a, int task) {
         m = m_new;
       }
     }
+  };
+
+  // Warp-uniform trip counts (base depends on the warp only): the shuffles need every lane.
+  int base = k0 + warp * kGroupsPerWarp;
+  if (kEarly && base < k1) load_trip(base, true);
+  wait();
+  unpack8(load8_cg(a.q + (int64_t(t) * H + h) * hd + d0), qv);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) qv[i] *= a.scale, acc[i] = 0.f;
+  if (kEarly && base < k1) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int kk = base + gw + r * kGroups;
+      if (valid[r] && kk >= n_old) {  // this step's own rows
+        unpack8(load8_cg(a.k_cache + off[r]), kf[r]);
+        unpack8(load8_cg(a.v_cache + off[r]), vf[r]);
+      }
+    }
+    attend_trip();
+    base += 2 * kGroups;
+  }
+  for (; base < k1; base += 2 * kGroups) {
+    load_trip(base, false);
+    attend_trip();
   }
   // Merge the groups of a warp (partners hold the same head-dim slice), then the warps.
 #pragma unroll

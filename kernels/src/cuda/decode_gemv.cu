@@ -27,6 +27,16 @@
 namespace siesta::kernels::cuda {
 namespace {
 
+// Experiment: SIESTA_DECODE_BLOCKS_PER_SM=2 launches two blocks per SM (twice the consumer
+// warps, half the items each; no room left for the next kernel's early start).
+int blocks_per_sm() {
+  static const int n = [] {
+    const char* v = std::getenv("SIESTA_DECODE_BLOCKS_PER_SM");
+    return v ? std::clamp(std::atoi(v), 1, 2) : 1;
+  }();
+  return n;
+}
+
 // One op per kernel: the producer streams the block's items while the consumers load step
 // metadata (Policy::prologue), wait for the kernel before (pdl_wait), read what it wrote
 // (Policy::after_wait: the residual), stage x and work the items.
@@ -104,7 +114,8 @@ struct LaunchGemv {
     size_t smem;
     const bool acc = g.beta != 0.f;
     const Plan pl =
-        make_plan((g.n + 1) / 2, g.k, M, false, sms, 0, acc ? 2 * M * 4 : 0, blocks, smem);
+        make_plan((g.n + 1) / 2, g.k, M, false, sms * blocks_per_sm(), 0, acc ? 2 * M * 4 : 0,
+                  blocks, smem);
     GemvPolicy<M> pol{static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.b), g.ldb,
                       int(g.n), acc};
     allow_smem(gemv_kernel<M>, smem);
@@ -117,7 +128,7 @@ struct LaunchQkv {
   static void run(int n, const QkvParams& p, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
-    const Plan pl = make_plan(qkv_units(p), p.d, M, true, sms,
+    const Plan pl = make_plan(qkv_units(p), p.d, M, true, sms * blocks_per_sm(),
                               size_t(2 * M + M * p.head_dim) * 4, 2 * 4, blocks, smem);
     allow_smem(qkv_kernel<M>, smem);
     launch_pdl(qkv_kernel<M>, dim3(blocks), dim3(kThreads), smem, st, p, pl, n);
@@ -129,7 +140,7 @@ struct LaunchGateUp {
                   const bf16* wu, int d, int inter, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
-    const Plan pl = make_plan(inter, d, M, true, sms, 0, 0, blocks, smem);
+    const Plan pl = make_plan(inter, d, M, true, sms * blocks_per_sm(), 0, 0, blocks, smem);
     allow_smem(gate_up_kernel<M>, smem);
     launch_pdl(gate_up_kernel<M>, dim3(blocks), dim3(kThreads), smem, st,
                GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, pl, n);

@@ -220,13 +220,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       TRACE(2);
       signal(c + 0);
     }
-    wait(c + 0);  // q and this step's K/V rows of every head
-    TRACE(3);
     const PartsArgs pa{p.q, L.k_cache, L.v_cache, p.part, p.q_start, p.context_len,
                        p.block_table, p.max_blocks_per_seq, p.block_size, p.num_seqs,
                        p.n_heads, p.n_kv_heads, p.splits, p.scale};
+    wait(c + 0);  // q and this step's K/V rows of every head
+    TRACE(3);
     for (int task = blockIdx.x; task < tasks; task += gridDim.x)
-      attend_part<TPK, kConsumers>(pa, task);
+      attend_part<TPK, kConsumers, false>(pa, task, [] {});
     TRACE(4);
     signal(c + 1);
     {

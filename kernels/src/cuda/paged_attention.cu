@@ -187,8 +187,8 @@ __global__ void __launch_bounds__(kPartThreads)
   constexpr int hd = TPK * 8;
   __shared__ bool last;
   pdl_launch_dependents();
-  pdl_wait();  // q and the cache rows of this step: the kernel before wrote them
-  attend_part<TPK, kPartThreads>(a, int(blockIdx.x));
+  // q and this step's cache rows come from the kernel before: attend_part waits for it.
+  attend_part<TPK, kPartThreads, true>(a, int(blockIdx.x), [] { pdl_wait(); });
   // The head's last part to finish merges them all (and leaves its counter at zero).
   const int th = int(blockIdx.x) / a.parts;  // token * n_heads + head
   if (threadIdx.x == 0) {
