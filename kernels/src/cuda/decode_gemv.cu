@@ -10,7 +10,7 @@
 // Every kernel is launched with PDL (pdl.cuh): the producer streams weights (which no kernel of
 // a step writes) and the consumers load step metadata (positions, cache slots, rope rows, bias)
 // while the kernel before is still running; only what that kernel wrote (x, the residual) is
-// read after pdl_wait. One block per SM leaves room for the next kernel beside it.
+// read after pdl_wait. One block per SM (gate/up: two) leaves room for the next kernel.
 // Measured on an H200 (bench_ops, docs/results/2026-12-02-h200-decode-stream): cp.async from
 // all warps instead of TMA was no faster; a grid-stride order of groups was slower; more slots
 // did not help, larger items did. The LM head's size goes to cuBLAS (kGemvMaxBytes), which
@@ -27,15 +27,11 @@
 namespace siesta::kernels::cuda {
 namespace {
 
-// Experiment: SIESTA_DECODE_BLOCKS_PER_SM=2 launches two blocks per SM (twice the consumer
-// warps, half the items each; no room left for the next kernel's early start).
-int blocks_per_sm() {
-  static const int n = [] {
-    const char* v = std::getenv("SIESTA_DECODE_BLOCKS_PER_SM");
-    return v ? std::clamp(std::atoi(v), 1, 2) : 1;
-  }();
-  return n;
-}
+// The gate/up kernel (the largest of a layer, 5 items per block at 0.5b) runs two blocks per
+// SM: twice the consumer warps on its items. H200, bench_decode 0.5b batch 1: 0.70 -> 0.68 ms
+// per token, though the down_proj kernel after it can no longer start beside it. The others
+// stay at one (two made q_proj, qkv and down_proj slower: 2.0 -> 2.5, 2.8 -> 4.5, 4.5 -> 5.1 us).
+constexpr int kGateUpBlocksPerSm = 2;
 
 // One op per kernel: the producer streams the block's items while the consumers load step
 // metadata (Policy::prologue), wait for the kernel before (pdl_wait), read what it wrote
@@ -114,8 +110,7 @@ struct LaunchGemv {
     size_t smem;
     const bool acc = g.beta != 0.f;
     const Plan pl =
-        make_plan((g.n + 1) / 2, g.k, M, false, sms * blocks_per_sm(), 0, acc ? 2 * M * 4 : 0,
-                  blocks, smem);
+        make_plan((g.n + 1) / 2, g.k, M, false, sms, 0, acc ? 2 * M * 4 : 0, blocks, smem);
     GemvPolicy<M> pol{static_cast<bf16*>(g.c), g.ldc, static_cast<const bf16*>(g.b), g.ldb,
                       int(g.n), acc};
     allow_smem(gemv_kernel<M>, smem);
@@ -128,7 +123,7 @@ struct LaunchQkv {
   static void run(int n, const QkvParams& p, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
-    const Plan pl = make_plan(qkv_units(p), p.d, M, true, sms * blocks_per_sm(),
+    const Plan pl = make_plan(qkv_units(p), p.d, M, true, sms,
                               size_t(2 * M + M * p.head_dim) * 4, 2 * 4, blocks, smem);
     allow_smem(qkv_kernel<M>, smem);
     launch_pdl(qkv_kernel<M>, dim3(blocks), dim3(kThreads), smem, st, p, pl, n);
@@ -140,7 +135,7 @@ struct LaunchGateUp {
                   const bf16* wu, int d, int inter, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
-    const Plan pl = make_plan(inter, d, M, true, sms * blocks_per_sm(), 0, 0, blocks, smem);
+    const Plan pl = make_plan(inter, d, M, true, sms * kGateUpBlocksPerSm, 0, 0, blocks, smem);
     allow_smem(gate_up_kernel<M>, smem);
     launch_pdl(gate_up_kernel<M>, dim3(blocks), dim3(kThreads), smem, st,
                GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, pl, n);
