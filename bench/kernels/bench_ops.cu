@@ -108,6 +108,9 @@ struct Runner {
   Table& table;
   double limit_gbps;
   std::string only;  // --only: run just the rows whose "op size" contains this
+  bool selected(const std::string& op, const std::string& size) const {
+    return only.empty() || (op + " " + size).find(only) != std::string::npos;
+  }
   // Times fn, whose minimal traffic is `bytes`; poisons `out` first (unless fn accumulates
   // into it) and checks that it is finite after one call.
   // in_graph: time kGraphCalls calls captured into one CUDA graph, as a decode step replays
@@ -115,7 +118,7 @@ struct Runner {
   void row(const std::string& op, const std::string& size, double bytes, void* out,
            size_t out_elems, bool out_bf16, const std::function<void()>& fn,
            bool accumulates = false, bool in_graph = false) {
-    if (!only.empty() && (op + " " + size).find(only) == std::string::npos) return;
+    if (!selected(op, size)) return;
     if (!accumulates) poison(out, out_elems * (out_bf16 ? 2 : 4));
     SIESTA_CUDA_CHECK(cudaDeviceSynchronize());
     fn();
@@ -352,8 +355,8 @@ int main(int argc, char** argv) {
         const kernels::AttnShape s{H, Hk, hd, 0.125f};
         // Per layer, in elements: wq wk wv | bq bk bv | in_norm | wo | post_norm | wg wu | wd
         const size_t e_qkv = size_t(qd + 2 * kvd) * d, e_bias = size_t(qd + 2 * kvd);
-        const size_t per_layer = e_qkv + e_bias + d + size_t(d) * qd + d + 2 * size_t(inter) * d +
-                                 size_t(d) * inter;
+        const size_t per_layer =
+            e_qkv + e_bias + d + size_t(d) * qd + d + 2 * size_t(inter) * d + size_t(d) * inter;
         Buffer wbuf(per_layer * L * 2);
         fill_bf16(wbuf.as(), per_layer * L, ++seed, -0.03f, 0.03f);
         const size_t cache_elems = size_t(num_blocks) * bs * kvd;
@@ -379,13 +382,13 @@ int main(int argc, char** argv) {
           caches[size_t(l)] = kernels::PagedKv{c, c + cache_elems * 2, num_blocks, bs};
         }
         std::vector<int32_t> table_h(static_cast<size_t>(num_blocks)), qs(size_t(m) + 1),
-            ctx_h(size_t(m), ctx),
-            pos_h(size_t(m), ctx - 1), slot_h(static_cast<size_t>(m));
+            ctx_h(size_t(m), ctx), pos_h(size_t(m), ctx - 1), slot_h(static_cast<size_t>(m));
         std::iota(table_h.begin(), table_h.end(), 0);
         std::shuffle(table_h.begin(), table_h.end(), std::mt19937(7));
         std::iota(qs.begin(), qs.end(), 0);
         for (int i = 0; i < m; ++i)
-          slot_h[size_t(i)] = table_h[size_t(i * blocks_per_seq + blocks_per_seq - 1)] * bs + bs - 1;
+          slot_h[size_t(i)] =
+              table_h[size_t(i * blocks_per_seq + blocks_per_seq - 1)] * bs + bs - 1;
         Buffer table_d(table_h.size() * 4), qs_d(qs.size() * 4), ctx_d(size_t(m) * 4),
             pos_d(size_t(m) * 4), slot_d(size_t(m) * 4), cs(size_t(4096) * hd * 4);
         ops->copy_to_device(table_d.as(), table_h.data(), table_h.size() * 4);
@@ -416,20 +419,26 @@ int main(int argc, char** argv) {
           g.beta = 1.f, g.c = xr.as(), g.ldc = d, g.c_dtype = DType::BF16;
           ops->gemm(g);
         };
-        if (ops->decode_layers(st, b, s))
-          run.row("decode layers, one kernel" + tok, size, bytes, xr.as(), size_t(m) * d, true,
-                  [&] { ops->decode_layers(st, b, s); }, true, true);
-        run.row("decode layers, op by op" + tok, size, bytes, xr.as(), size_t(m) * d, true, [&] {
-          for (int l = 0; l < L; ++l) {
-            const auto& w = lw[size_t(l)];
-            ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
-                                     cs.as<float>(), caches[size_t(l)], b, s);
-            ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
-            linear(attn.as(), w.o, qd);
-            ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d, inter);
-            linear(h.as(), w.down, inter);
-          }
-        }, true, true);
+        // Only where the GPU has it (Hopper): a declined call does nothing.
+        const std::string one = "decode layers, one kernel" + tok;
+        if (run.selected(one, size) && ops->decode_layers(st, b, s))
+          run.row(
+              one, size, bytes, xr.as(), size_t(m) * d, true, [&] { ops->decode_layers(st, b, s); },
+              true, true);
+        run.row(
+            "decode layers, op by op" + tok, size, bytes, xr.as(), size_t(m) * d, true,
+            [&] {
+              for (int l = 0; l < L; ++l) {
+                const auto& w = lw[size_t(l)];
+                ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
+                                         cs.as<float>(), caches[size_t(l)], b, s);
+                ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
+                linear(attn.as(), w.o, qd);
+                ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d, inter);
+                linear(h.as(), w.down, inter);
+              }
+            },
+            true, true);
       }
     }
     {  // What a dependent kernel costs in a graph before it does any work

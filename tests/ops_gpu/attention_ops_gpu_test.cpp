@@ -257,10 +257,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionGpu,
                                            PagedCase{4, 1, 128, 16, {2, 300, 77}, {1, 1, 1}}),
                          [](const auto& info) {
                            const PagedCase& c = info.param;
-                           return "H" + std::to_string(c.H) + "Hk" + std::to_string(c.Hk) +
-                                  "hd" + std::to_string(c.hd) + "bs" +
-                                  std::to_string(c.block_size) + "seqs" +
-                                  std::to_string(c.ctx.size()) + "ctx" +
+                           return "H" + std::to_string(c.H) + "Hk" + std::to_string(c.Hk) + "hd" +
+                                  std::to_string(c.hd) + "bs" + std::to_string(c.block_size) +
+                                  "seqs" + std::to_string(c.ctx.size()) + "ctx" +
                                   std::to_string(c.ctx[0]);
                          });
 

@@ -86,7 +86,8 @@ TEST_P(DecodeLayersGpu, MatchesTheLayersRunOpByOp) {
   }
   const int n = q_start.back();
   auto table_d = upload(*ops, table), qs = upload(*ops, q_start), pos = upload(*ops, positions);
-  auto sl = upload(*ops, slots), cl = upload(*ops, std::vector<int32_t>(c.ctx.begin(), c.ctx.end()));
+  auto sl = upload(*ops, slots),
+       cl = upload(*ops, std::vector<int32_t>(c.ctx.begin(), c.ctx.end()));
   auto cs = upload(*ops, rope_cos_sin_table(512, c.hd, 1e6));
   PagedBatch b;
   b.num_seqs = nseq;
@@ -135,10 +136,10 @@ TEST_P(DecodeLayersGpu, MatchesTheLayersRunOpByOp) {
     } else {
       for (int l = 0; l < c.layers; ++l) {
         const Layer& L = layers[size_t(l)];
-        ops->norm_qkv_rope_cache(q.get(), x->get(), L.in_norm->get(), eps, c.d,
-                                 {L.wq->get(), L.wk->get(), L.wv->get(), L.bq->get(),
-                                  L.bk->get(), L.bv->get()},
-                                 cs->as<float>(), caches[size_t(l)], b, s);
+        ops->norm_qkv_rope_cache(
+            q.get(), x->get(), L.in_norm->get(), eps, c.d,
+            {L.wq->get(), L.wk->get(), L.wv->get(), L.bq->get(), L.bk->get(), L.bv->get()},
+            cs->as<float>(), caches[size_t(l)], b, s);
         ops->paged_attention(attn.get(), q.get(), caches[size_t(l)], b, s);
         auto proj = [&](void* y, const void* in, const DevBuf& w, int64_t rows, int64_t k) {
           GemmArgs g;
@@ -182,7 +183,8 @@ TEST_P(DecodeLayersGpu, MatchesTheLayersRunOpByOp) {
       for (const auto* side : {&got.k, &got.v}) {
         const float a = (*side)[size_t(l)][i];
         const float e = (side == &got.k ? kc0 : vc0)[size_t(l)][i];
-        ASSERT_TRUE(a == e || (std::isnan(a) && std::isnan(e))) << "layer " << l << " element " << i;
+        ASSERT_TRUE(a == e || (std::isnan(a) && std::isnan(e)))
+            << "layer " << l << " element " << i;
       }
     }
   // A second launch (the counters it synchronises blocks with were left at zero) repeats the
@@ -199,7 +201,8 @@ INSTANTIATE_TEST_SUITE_P(
         // three sequences: decodes and a 2-token extension (causal inside the step)
         StepCase{256, 640, 4, 2, 64, 2, {5, 70, 129}, {1, 2, 1}},
         // head_dim 128, 8 tokens (the most it takes), one KV head per 4 query heads
-        StepCase{512, 1024, 8, 2, 128, 2, {9, 17, 30, 1, 64, 3, 40, 100}, {1, 1, 1, 1, 1, 1, 1, 1}}),
+        StepCase{
+            512, 1024, 8, 2, 128, 2, {9, 17, 30, 1, 64, 3, 40, 100}, {1, 1, 1, 1, 1, 1, 1, 1}}),
     [](const ::testing::TestParamInfo<StepCase>& i) {
       return "d" + std::to_string(i.param.d) + "_hd" + std::to_string(i.param.hd) + "_seqs" +
              std::to_string(i.param.ctx.size());

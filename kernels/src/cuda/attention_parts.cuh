@@ -24,8 +24,10 @@ __device__ __forceinline__ int seq_of(const int32_t* __restrict__ q_start, int n
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (q_start[mid] <= t) lo = mid;
-    else hi = mid - 1;
+    if (q_start[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -34,7 +36,7 @@ struct PartsArgs {
   const bf16* q;        // [tokens, n_heads * head_dim]
   const bf16* k_cache;  // [blocks, block_size, n_kv_heads, head_dim]
   const bf16* v_cache;
-  float* part;          // [tokens, n_heads, parts, head_dim + 4]
+  float* part;  // [tokens, n_heads, parts, head_dim + 4]
   const int32_t *q_start, *context_len, *block_table;
   int max_blocks_per_seq, block_size, num_seqs, n_heads, n_kv_heads, parts;
   float scale;
@@ -60,8 +62,8 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
   const int hk = h / (H / a.n_kv_heads);
   const int s = seq_of(a.q_start, a.num_seqs, t);
   const int q_len = a.q_start[s + 1] - a.q_start[s];
-  const int n_old = a.context_len[s] - q_len;           // keys earlier steps wrote
-  const int n_keys = n_old + (t - a.q_start[s]) + 1;    // positions 0 .. own
+  const int n_old = a.context_len[s] - q_len;         // keys earlier steps wrote
+  const int n_keys = n_old + (t - a.q_start[s]) + 1;  // positions 0 .. own
   const int chunk = (n_keys + S - 1) / S;
   const int k0 = sp * chunk, k1 = min(n_keys, k0 + chunk);
   const int32_t* table = a.block_table + int64_t(s) * a.max_blocks_per_seq;
@@ -177,8 +179,7 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
 // Head-dim slice c (8 values) of the attention output of one (token, head) whose `parts` parts
 // start at base: the parts merged and normalised. Every part's (max, sum) and slice is loaded
 // at once: one L2 round trip, not three per part.
-__device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim,
-                                                int c) {
+__device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim, int c) {
   const int stride = head_dim + 4;
   float2 ml[kMaxParts];
   float4 x[kMaxParts], y[kMaxParts];

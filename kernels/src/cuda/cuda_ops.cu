@@ -66,8 +66,10 @@ CudaOps::CudaOps(int device) : device_(device) {
   // <= 128 each (a few hundred KiB).
   decode_part_pairs_ = std::max(1, sm_count_ / 2);
   SIESTA_CUDA_CHECK(cudaMalloc(&decode_parts_, size_t(decode_part_pairs_) * 8 * (128 + 4) * 4));
-  SIESTA_CUDA_CHECK(cudaMalloc(&decode_part_counts_, size_t(decode_part_pairs_) * sizeof(unsigned)));
-  SIESTA_CUDA_CHECK(cudaMemset(decode_part_counts_, 0, size_t(decode_part_pairs_) * sizeof(unsigned)));
+  SIESTA_CUDA_CHECK(
+      cudaMalloc(&decode_part_counts_, size_t(decode_part_pairs_) * sizeof(unsigned)));
+  SIESTA_CUDA_CHECK(
+      cudaMemset(decode_part_counts_, 0, size_t(decode_part_pairs_) * sizeof(unsigned)));
 }
 
 CudaOps::~CudaOps() {

@@ -16,6 +16,10 @@
 // Every block is resident at once (one block per SM, grid = SMs), so the spin cannot wait for
 // a block that never runs. The last block to finish zeroes the counters for the next launch.
 // What another block wrote is read through L2 (load8_cg, __ldcg).
+// Measured on an H200 (docs/results/2026-12-02-h200-decode-layers): correct, but slower than
+// the same ops as separate kernels (0.5b, 24 layers, 1 token: ~730 vs ~560 us); the five
+// barriers per layer cost ~11 us of its ~30. So the model uses it only when asked
+// (SIESTA_DECODE_LAYERS=1); SIESTA_DECODE_LAYERS_TRACE=1 prints the breakdown.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -72,20 +76,12 @@ __device__ __forceinline__ unsigned long long global_ns() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
-#define TRACE_AT(slot, i)                                                                    \
-  do {                                                                                       \
-    if (p.trace) {                                                                           \
-      unsigned long long* tb = p.trace + size_t(blockIdx.x) * (1 + p.n_layers * (kTraceConsumer + kTraceProducer)); \
-      if ((slot) == 1) tb[0] = global_ns();                                                  \
-      else if ((slot) == 2) tb[1 + p.n_layers * kTraceConsumer + (i)] = global_ns();         \
-    }                                                                                        \
-  } while (0)
-#define TRACE(i)                                                                             \
-  do {                                                                                       \
-    if (p.trace && threadIdx.x == 0)                                                         \
-      p.trace[size_t(blockIdx.x) * (1 + p.n_layers * (kTraceConsumer + kTraceProducer)) + 1 + \
-              l * kTraceConsumer + (i)] = global_ns();                                       \
-  } while (0)
+__device__ __forceinline__ void trace_mark(const StepParams& p, int at) {
+  if (p.trace) p.trace[size_t(blockIdx.x) * trace_stride(p.n_layers) + at] = global_ns();
+}
+// Consumer event i of layer l (thread 0 marks it).
+#define TRACE(i) \
+  if (threadIdx.x == 0) trace_mark(p, 1 + l * kTraceConsumer + (i))
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
@@ -155,7 +151,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const BlockUnits bd = BlockUnits::of(p.down.units, p.down.per_item);
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < p.ring_slots; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], kConsumerWarps);
+    for (int s = 0; s < p.ring_slots; ++s)
+      mbar_init(&full[s], 1), mbar_init(&empty[s], kConsumerWarps);
     mbar_init_fence();
   }
   __syncthreads();
@@ -191,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int ops = 4 * p.n_layers;
     for (int f = 0; f < ops; ++f) {
       weights_op(f);
-      TRACE_AT(2, (f / 4) * kTraceProducer + f % 4);
+      trace_mark(p, 1 + p.n_layers * kTraceConsumer + (f / 4) * kTraceProducer + f % 4);
     }
     return;
   }
@@ -201,7 +198,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto wait = [&](int i) { wait_all(p.sync + i); };
 
   pdl_wait();  // x: the embedding kernel's output
-  if (threadIdx.x == 0) TRACE_AT(1, 0);
+  if (threadIdx.x == 0) trace_mark(p, 0);
   const int tasks = n * p.n_heads * p.splits;
   unsigned long long waited[4];
   for (int l = 0; l < p.n_layers; ++l) {
@@ -216,7 +213,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       TRACE(0);
       stage_tokens<M>(xs, nws, p.x, p.d, n, p.d, true, p.eps);
       TRACE(1);
-      consume_items<M>(pol, p.qkv, bq, n, p.d, xs, ring, pos, scratch, p.trace ? &waited[0] : nullptr);
+      consume_items<M>(pol, p.qkv, bq, n, p.d, xs, ring, pos, scratch,
+                       p.trace ? &waited[0] : nullptr);
       TRACE(2);
       signal(c + 0);
     }
@@ -236,7 +234,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       pol.after_wait(bo, n, scratch);
       stage_attention<M>(xs, p, n);
       TRACE(6);
-      consume_items<M>(pol, p.o, bo, n, qd, xs, ring, pos, scratch, p.trace ? &waited[1] : nullptr);
+      consume_items<M>(pol, p.o, bo, n, qd, xs, ring, pos, scratch,
+                       p.trace ? &waited[1] : nullptr);
       TRACE(7);
       signal(c + 2);
     }
@@ -247,7 +246,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       TRACE(8);
       stage_tokens<M>(xs, nws, p.x, p.d, n, p.d, true, p.eps);
       TRACE(9);
-      consume_items<M>(pol, p.gate_up, bg, n, p.d, xs, ring, pos, scratch, p.trace ? &waited[2] : nullptr);
+      consume_items<M>(pol, p.gate_up, bg, n, p.d, xs, ring, pos, scratch,
+                       p.trace ? &waited[2] : nullptr);
       TRACE(10);
       signal(c + 3);
     }
@@ -258,11 +258,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       pol.after_wait(bd, n, scratch);
       stage_tokens<M>(xs, nullptr, p.h, p.inter, n, p.inter, false, 0.f);
       TRACE(12);
-      consume_items<M>(pol, p.down, bd, n, p.inter, xs, ring, pos, scratch, p.trace ? &waited[3] : nullptr);
+      consume_items<M>(pol, p.down, bd, n, p.inter, xs, ring, pos, scratch,
+                       p.trace ? &waited[3] : nullptr);
       TRACE(13);
       signal(c + 4);
     }
-    if (p.trace && threadIdx.x == 0)
+    if (p.trace && threadIdx.x == 0)  // durations, not timestamps
       for (int k = 0; k < 4; ++k)
         p.trace[size_t(blockIdx.x) * trace_stride(p.n_layers) + 1 + l * kTraceConsumer +
                 kTraceEvents + k] = waited[k];
@@ -354,7 +355,8 @@ void print_trace(const std::vector<unsigned long long>& t, int blocks, int L, in
                               : double(t[size_t(b) * st + 1 + size_t(l + 1) * kTraceConsumer]);
   };
   const auto prod = [&](int b, int l, int j) {
-    return double(t[size_t(b) * st + 1 + size_t(L) * kTraceConsumer + size_t(l) * kTraceProducer + j]);
+    const size_t at = size_t(b) * st + 1 + size_t(L) * kTraceConsumer + size_t(l) * kTraceProducer;
+    return double(t[at + j]);
   };
   static const char* names[kTraceEvents] = {
       "qkv: stage x (norm)", "qkv: items", "barrier after qkv", "attention tasks",
@@ -398,8 +400,10 @@ void print_trace(const std::vector<unsigned long long>& t, int blocks, int L, in
       lead_q += prod(b, l, 0) - ev(b, l, 0), lead_d += prod(b, l, 3) - ev(b, l, 0);
   const double norm = double(blocks) * (L - 2) * 1e3;
   double first = 1e300, last = 0;
-  for (int b = 0; b < blocks; ++b)
-    first = std::min(first, double(t[size_t(b) * st])), last = std::max(last, ev(b, L - 1, kTraceEvents - 1));
+  for (int b = 0; b < blocks; ++b) {
+    first = std::min(first, double(t[size_t(b) * st]));
+    last = std::max(last, ev(b, L - 1, kTraceEvents - 1));
+  }
   std::fprintf(stderr, "  layer                        %7.2f\n  producer done issuing the "
                "layer's qkv / down copies, vs the consumers starting its qkv: %+.2f / %+.2f us\n"
                "  whole kernel after pdl_wait: %.1f us\n",

@@ -183,7 +183,8 @@ constexpr int kPartThreads = 256;
 
 template <int TPK>
 __global__ void __launch_bounds__(kPartThreads)
-    paged_attention_parts_kernel(bf16* __restrict__ out, PartsArgs a, unsigned* __restrict__ counts) {
+    paged_attention_parts_kernel(bf16* __restrict__ out, PartsArgs a,
+                                 unsigned* __restrict__ counts) {
   constexpr int hd = TPK * 8;
   __shared__ bool last;
   pdl_launch_dependents();

@@ -203,20 +203,20 @@ class Ops {
   struct DecodeLayerWeights {
     QkvWeights qkv;
     const void* input_norm = nullptr;
-    const void* o = nullptr;          // [d, n_heads * head_dim]
+    const void* o = nullptr;  // [d, n_heads * head_dim]
     const void* post_norm = nullptr;
-    const void* gate = nullptr;       // [inter, d]
-    const void* up = nullptr;         // [inter, d]
-    const void* down = nullptr;       // [d, inter]
+    const void* gate = nullptr;  // [inter, d]
+    const void* up = nullptr;    // [inter, d]
+    const void* down = nullptr;  // [d, inter]
   };
   struct DecodeStep {
-    void* x = nullptr;                // [n, d], act dtype
+    void* x = nullptr;  // [n, d], act dtype
     int64_t d = 0, inter = 0;
     float eps = 0.f;
     int n_layers = 0;
     const DecodeLayerWeights* layers = nullptr;  // host arrays of n_layers
     const PagedKv* caches = nullptr;
-    const float* cos_sin_f32 = nullptr;          // as for rope
+    const float* cos_sin_f32 = nullptr;  // as for rope
     // Device workspace: q [n, n_heads * head_dim] and h [n, inter] in act dtype, and
     // decode_step_partials_bytes(n, s) bytes (attention's partial sums over parts of a context).
     void* q = nullptr;
