@@ -19,6 +19,46 @@ namespace {
 
 constexpr int kMaxParts = 8;
 
+// The online softmax that both attention kernels run: a group of TPK lanes holds one key at a
+// time, each lane 8 head-dim elements of q, k, v and the accumulators, the group's running max
+// m and sum l alike in every lane. One key: q.k over the group (every lane calls it: the
+// shuffles), and for a valid key the rescaled update.
+template <int TPK>
+__device__ __forceinline__ void attend_key(float& m, float& l, float (&acc)[8],
+                                           const float (&qv)[8], const float (&kf)[8],
+                                           const float (&vf)[8], bool valid) {
+  float dot = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) dot += qv[i] * kf[i];
+#pragma unroll
+  for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  if (!valid) return;
+  const float m_new = fmaxf(m, dot);
+  const float c = __expf(m - m_new);  // 0 when m was -inf
+  const float e = __expf(dot - m_new);
+  l = l * c + e;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + e * vf[i];
+  m = m_new;
+}
+
+// Merges the states of the 32 / TPK groups of a warp by shuffles (partners hold the same
+// head-dim slice); every group ends with the warp's state.
+template <int TPK>
+__device__ __forceinline__ void merge_warp_groups(float& m, float& l, float (&acc)[8]) {
+#pragma unroll
+  for (int o = TPK; o < 32; o <<= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    const float M2 = fmaxf(m, m2);
+    const float c1 = M2 == -INFINITY ? 0.f : __expf(m - M2);
+    const float c2 = M2 == -INFINITY ? 0.f : __expf(m2 - M2);
+    l = l * c1 + l2 * c2;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c1 + __shfl_xor_sync(0xffffffffu, acc[i], o) * c2;
+    m = M2;
+  }
+}
+
 // The sequence that token t belongs to: the last s with q_start[s] <= t.
 __device__ __forceinline__ int seq_of(const int32_t* __restrict__ q_start, int num_seqs, int t) {
   int lo = 0, hi = num_seqs - 1;
@@ -97,22 +137,7 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
   float m = -INFINITY, l = 0.f;
   const auto attend_trip = [&] {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float dot = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) dot += qv[i] * kf[r][i];
-#pragma unroll
-      for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      if (valid[r]) {
-        const float m_new = fmaxf(m, dot);
-        const float c = __expf(m - m_new);  // 0 when m was -inf
-        const float e = __expf(dot - m_new);
-        l = l * c + e;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + e * vf[r][i];
-        m = m_new;
-      }
-    }
+    for (int r = 0; r < 2; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
   };
 
   // Warp-uniform trip counts (base depends on the warp only): the shuffles need every lane.
@@ -138,18 +163,8 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
     load_trip(base, false);
     attend_trip();
   }
-  // Merge the groups of a warp (partners hold the same head-dim slice), then the warps.
-#pragma unroll
-  for (int o = TPK; o < 32; o <<= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
-    const float M2 = fmaxf(m, m2);
-    const float c1 = M2 == -INFINITY ? 0.f : __expf(m - M2);
-    const float c2 = M2 == -INFINITY ? 0.f : __expf(m2 - M2);
-    l = l * c1 + l2 * c2;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c1 + __shfl_xor_sync(0xffffffffu, acc[i], o) * c2;
-    m = M2;
-  }
+  // Merge the groups of a warp, then the warps.
+  merge_warp_groups<TPK>(m, l, acc);
   if (gw == 0) {
     if (lig == 0) sm_m[warp] = m, sm_l[warp] = l;
 #pragma unroll

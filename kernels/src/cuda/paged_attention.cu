@@ -49,17 +49,6 @@ __global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ 
   }
 }
 
-// The sequence that token t belongs to: the last s with q_start[s] <= t.
-__device__ __forceinline__ int find_seq(const int32_t* __restrict__ q_start, int num_seqs, int t) {
-  int lo = 0, hi = num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (q_start[mid] <= t) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
 template <int TPK, int THREADS>
 __global__ void __launch_bounds__(THREADS)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
@@ -82,7 +71,7 @@ __global__ void __launch_bounds__(THREADS)
   // through L2 at about the same time.
   const int h = int(blockIdx.x % unsigned(n_heads)), t = int(blockIdx.x / unsigned(n_heads));
   const int hk = h / (n_heads / n_kv_heads);
-  const int s = find_seq(q_start, num_seqs, t);
+  const int s = seq_of(q_start, num_seqs, t);
   const int q_len = q_start[s + 1] - q_start[s];
   const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
   const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
@@ -125,36 +114,10 @@ __global__ void __launch_bounds__(THREADS)
       }
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float dot = 0.f;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) dot += qv[i] * kf[r][i];
-#pragma unroll
-      for (int o = TPK / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      if (valid[r]) {
-        const float m_new = fmaxf(m, dot);
-        const float c = __expf(m - m_new);  // 0 when m was -inf
-        const float p = __expf(dot - m_new);
-        l = l * c + p;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + p * vf[r][i];
-        m = m_new;
-      }
-    }
+    for (int r = 0; r < 2; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
   }
-  // Merge the groups of a warp with shuffles (partners hold the same head-dim slice), then
-  // the warps through shared memory.
-#pragma unroll
-  for (int o = TPK; o < 32; o <<= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), l2 = __shfl_xor_sync(0xffffffffu, l, o);
-    const float M2 = fmaxf(m, m2);
-    const float c1 = M2 == -INFINITY ? 0.f : __expf(m - M2);
-    const float c2 = M2 == -INFINITY ? 0.f : __expf(m2 - M2);
-    l = l * c1 + l2 * c2;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c1 + __shfl_xor_sync(0xffffffffu, acc[i], o) * c2;
-    m = M2;
-  }
+  // Merge the groups of a warp, then the warps through shared memory.
+  merge_warp_groups<TPK>(m, l, acc);
   if (gw == 0) {
     if (lig == 0) {
       sm_m[warp] = m;
