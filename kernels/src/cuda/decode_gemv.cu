@@ -50,10 +50,7 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
                   2 * pl.per_item * pl.seg_len};
   RingPos pos;
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < pl.slots; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], kConsumerWarps);
-    mbar_init_fence();
-  }
+  if (threadIdx.x == 0) ring.init_barriers();
   __syncthreads();
 
   if (threadIdx.x / 32 == kConsumerWarps) {
@@ -61,9 +58,7 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
     return;
   }
   pol.prologue(bu, n, scratch);
-  if (norm_w)
-    for (int c = threadIdx.x; c < k / 8; c += kConsumers)
-      store8(nws + c * 8, load8(norm_w + c * 8));
+  if (norm_w) load_norm(nws, norm_w, k);
   pdl_wait();  // from here on: what the kernel before wrote
   pol.after_wait(bu, n, scratch);
   stage_tokens<M>(xs, nws, x, ldx, n, k, norm_w != nullptr, eps);

@@ -129,8 +129,18 @@ __device__ __forceinline__ QkvPolicy<M> qkv_policy(const StepParams& p, const La
                                 p.n_heads, p.n_kv_heads, p.head_dim}};
 }
 
-__device__ __forceinline__ void load_norm(bf16* nws, const bf16* w, int d) {
-  for (int c = threadIdx.x; c < d / 8; c += kConsumers) store8(nws + c * 8, load8(w + c * 8));
+// The weight ops of layer L, the same for the producer (rows) and the consumers (the rest).
+template <int M>
+__device__ __forceinline__ GemvPolicy<M> o_policy(const StepParams& p, const LayerPtrs& L) {
+  return GemvPolicy<M>{p.x, p.d, L.wo, p.n_heads * p.head_dim, p.d, true};
+}
+template <int M>
+__device__ __forceinline__ GateUpPolicy<M> gate_up_policy(const StepParams& p, const LayerPtrs& L) {
+  return GateUpPolicy<M>{p.h, L.wg, L.wu, p.d, p.inter};
+}
+template <int M>
+__device__ __forceinline__ GemvPolicy<M> down_policy(const StepParams& p, const LayerPtrs& L) {
+  return GemvPolicy<M>{p.x, p.d, L.wd, p.inter, p.d, true};
 }
 
 template <int M, int TPK>
@@ -150,11 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const BlockUnits bg = BlockUnits::of(p.gate_up.units, p.gate_up.per_item);
   const BlockUnits bd = BlockUnits::of(p.down.units, p.down.per_item);
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < p.ring_slots; ++s)
-      mbar_init(&full[s], 1), mbar_init(&empty[s], kConsumerWarps);
-    mbar_init_fence();
-  }
+  if (threadIdx.x == 0) ring.init_barriers();
   __syncthreads();
   pdl_launch_dependents();
 
@@ -164,25 +170,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     const auto weights_op = [&](int f) {
       const LayerPtrs& L = p.layer[f / 4];
       switch (f % 4) {
-        case 0: {
-          const QkvPolicy<M> pol = qkv_policy<M>(p, L);
-          produce_items(pol, p.qkv, bq, p.d, ring, pos);
+        case 0:
+          produce_items(qkv_policy<M>(p, L), p.qkv, bq, p.d, ring, pos);
           break;
-        }
-        case 1: {
-          const GemvPolicy<M> pol{p.x, p.d, L.wo, qd, p.d, true};
-          produce_items(pol, p.o, bo, qd, ring, pos);
+        case 1:
+          produce_items(o_policy<M>(p, L), p.o, bo, qd, ring, pos);
           break;
-        }
-        case 2: {
-          const GateUpPolicy<M> pol{p.h, L.wg, L.wu, p.d, p.inter};
-          produce_items(pol, p.gate_up, bg, p.d, ring, pos);
+        case 2:
+          produce_items(gate_up_policy<M>(p, L), p.gate_up, bg, p.d, ring, pos);
           break;
-        }
-        default: {
-          const GemvPolicy<M> pol{p.x, p.d, L.wd, p.inter, p.d, true};
-          produce_items(pol, p.down, bd, p.inter, ring, pos);
-        }
+        default:
+          produce_items(down_policy<M>(p, L), p.down, bd, p.inter, ring, pos);
       }
     };
     const int ops = 4 * p.n_layers;
@@ -228,7 +226,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     TRACE(4);
     signal(c + 1);
     {
-      const GemvPolicy<M> pol{p.x, p.d, L.wo, qd, p.d, true};
+      const GemvPolicy<M> pol = o_policy<M>(p, L);
       wait(c + 1);
       TRACE(5);
       pol.after_wait(bo, n, scratch);
@@ -240,7 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       signal(c + 2);
     }
     {
-      const GateUpPolicy<M> pol{p.h, L.wg, L.wu, p.d, p.inter};
+      const GateUpPolicy<M> pol = gate_up_policy<M>(p, L);
       load_norm(nws, L.post_norm, p.d);
       wait(c + 2);
       TRACE(8);
@@ -252,7 +250,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       signal(c + 3);
     }
     {
-      const GemvPolicy<M> pol{p.x, p.d, L.wd, p.inter, p.d, true};
+      const GemvPolicy<M> pol = down_policy<M>(p, L);
       wait(c + 3);
       TRACE(11);
       pol.after_wait(bd, n, scratch);

@@ -183,7 +183,17 @@ struct Ring {
   uint64_t* full;
   uint64_t* empty;
   int slots, stride;
+  // One thread, before the block's barrier that precedes any use: every slot starts empty.
+  __device__ __forceinline__ void init_barriers() const {
+    for (int s = 0; s < slots; ++s) mbar_init(&full[s], 1), mbar_init(&empty[s], kConsumerWarps);
+    mbar_init_fence();
+  }
 };
+
+// The norm weight (k elements) into shared memory, by the consumer warps.
+__device__ __forceinline__ void load_norm(bf16* nws, const bf16* w, int k) {
+  for (int c = threadIdx.x; c < k / 8; c += kConsumers) store8(nws + c * 8, load8(w + c * 8));
+}
 
 // Where the producer, or the consumers, are in the ring; each side keeps its own, across every
 // op a kernel streams.
