@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include <caf/all.hpp>
@@ -79,7 +81,9 @@ int run_worker(const WorkerLaunch& l) {
   actors::register_types(cfg);
   cfg.load<caf::io::middleman>();
   cfg.set("logger.console", caf::atom("none"));
-  caf::actor_system sys{cfg};
+  // Held by pointer so that its shutdown can run under the bound at the end.
+  auto system = std::make_unique<caf::actor_system>(cfg);
+  caf::actor_system& sys = *system;
   std::unique_ptr<actors::LocalWorker> worker;
   int code = -1;
   std::string why;
@@ -148,13 +152,24 @@ int run_worker(const WorkerLaunch& l) {
   // the coordinator's node held through the middleman) outlives the connection. The process
   // then never exits although the run ended. Bounded: after 5 s of it, exit with the code.
   std::cerr.flush();
-  std::thread([code, me] {
-    std::this_thread::sleep_for(std::chrono::seconds(5));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool shut_down = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (cv.wait_for(lock, std::chrono::seconds(5), [&] { return shut_down; })) return;
     std::cerr << me << ": CAF's shutdown still waits for an actor after 5 s; exiting anyway\n";
     std::cerr.flush();
     std::_Exit(code);
-  }).detach();
-  return code;  // ~actor_system runs here
+  });
+  system.reset();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    shut_down = true;
+  }
+  cv.notify_one();
+  watchdog.join();
+  return code;
 }
 
 }  // namespace siesta::workflows

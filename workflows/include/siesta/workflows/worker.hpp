@@ -20,7 +20,8 @@ struct WorkerLaunch {
 
 // Returns the process exit code: 0 when the coordinator ended the run as completed, 1 when
 // the run failed, the coordinator was lost or this rank could not be built (the reason is on
-// stderr).
+// stderr). Should CAF's shutdown hang once the run has ended (see runner_worker.cpp), it ends
+// the process with that code after 5 s.
 int run_worker(const WorkerLaunch& launch);
 
 }  // namespace siesta::workflows
