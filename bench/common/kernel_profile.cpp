@@ -99,7 +99,7 @@ KernelProfile::~KernelProfile() {
   }
 }
 
-KernelProfileReport KernelProfile::stop() {
+KernelProfileReport KernelProfile::stop(int window) {
   check(cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED), "cuptiActivityFlushAll");
   check(cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL), "cuptiActivityDisable");
   running_ = false;
@@ -143,6 +143,10 @@ KernelProfileReport KernelProfile::stop() {
     by_name[short_of[x->mangled]].adds_us += double(x->end - std::min(from, x->end)) / 1e3;
     prev_end = std::max(prev_end, x->end);
   }
+  const size_t w0 = recs.size() / 2, w1 = std::min(recs.size(), w0 + size_t(std::max(0, window)));
+  for (size_t i = w0; i < w1; ++i)
+    r.window.push_back({short_of[recs[i].mangled], double(recs[i].start - recs[w0].start) / 1e3,
+                        double(recs[i].end - recs[w0].start) / 1e3});
   r.span_us = double(last_end - recs[0].start) / 1e3;
   r.busy_us = double(busy_ns) / 1e3;
   r.overlap_us = sum_us - r.busy_us;
@@ -160,7 +164,7 @@ KernelProfile::KernelProfile() {
                            "CUDA::cupti target finds)");
 }
 KernelProfile::~KernelProfile() = default;
-KernelProfileReport KernelProfile::stop() { return {}; }
+KernelProfileReport KernelProfile::stop(int) { return {}; }
 
 #endif
 
@@ -181,6 +185,13 @@ void print_kernel_profile(const KernelProfileReport& r, int64_t steps, int top, 
        << std::setprecision(1) << k.total_us / n << std::setw(10) << std::setprecision(2)
        << k.total_us / double(k.calls) << std::setw(14) << std::setprecision(1) << k.adds_us / n
        << "\n";
+  }
+  if (!r.window.empty()) {
+    os << "  kernels in start order from the middle of the run (us from the first's start):\n";
+    for (const auto& w : r.window)
+      os << "    " << std::setw(40) << std::left << w.name.substr(0, 39) << std::right
+         << std::setprecision(2) << std::setw(9) << w.start_us << std::setw(9) << w.end_us
+         << std::setw(8) << w.end_us - w.start_us << "\n";
   }
   os.unsetf(std::ios::fixed);
 }

@@ -27,6 +27,13 @@ struct KernelProfileReport {
   double span_us = 0;     // first kernel start to last kernel end
   double busy_us = 0;     // time with at least one kernel running
   double overlap_us = 0;  // sum of durations minus busy time (kernels running together, PDL)
+  // A window of consecutive kernels from the middle of the run (start order), times in us from
+  // the window's first start: where kernels overlap and where the GPU waits between them.
+  struct Span {
+    std::string name;
+    double start_us, end_us;
+  };
+  std::vector<Span> window;
 };
 
 // Records every kernel the process runs between construction and stop(). Throws
@@ -37,13 +44,15 @@ class KernelProfile {
   ~KernelProfile();
   KernelProfile(const KernelProfile&) = delete;
   KernelProfile& operator=(const KernelProfile&) = delete;
-  KernelProfileReport stop();
+  // window: how many consecutive kernels from the middle of the run to keep in the report.
+  KernelProfileReport stop(int window = 0);
 
  private:
   bool running_ = false;
 };
 
-// Prints the report with per-step figures (divided by `steps`), the top `top` kernels.
+// Prints the report with per-step figures (divided by `steps`), the top `top` kernels, and the
+// window of kernels if the report has one.
 void print_kernel_profile(const KernelProfileReport& r, int64_t steps, int top, std::ostream& os);
 
 }  // namespace siesta::bench

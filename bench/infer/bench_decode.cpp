@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
       bench::KernelProfile prof;
       engine = std::make_unique<InferenceEngine>(eo);
       const Run r = run(a.batches.front());
-      const auto rep = prof.stop();
+      const auto rep = prof.stop(30);  // and 30 kernels (six layers) from mid-run, in order
       std::cout << "profiled run: batch " << a.batches.front() << ", " << r.decode_steps
                 << " decode-only steps (the records include the prefill; per-step figures "
                    "divide by the decode steps)\n";

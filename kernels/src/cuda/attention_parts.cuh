@@ -1,7 +1,7 @@
 // Decode attention over the paged KV cache in parts (flash-decoding): task (token t, head h,
 // part sp) runs paged_attention's online softmax over one stretch of the token's causal
 // context and writes it unnormalised, [max, sum, -, -, head_dim sums] (head_dim + 4 floats);
-// combine_parts then merges a head's parts as one pass would have normalised them. With a
+// combine_parts_with then merges a head's parts as one pass would have normalised them. With a
 // batch of one token and 14 heads, one block per head leaves most SMs idle while each walks
 // hundreds of keys one dependent load after another; parts spread the walk over the GPU.
 // Used by paged_attention.cu (decode batches too small to fill the GPU) and decode_layers.cu.
@@ -90,8 +90,10 @@ struct PartsArgs {
 // (metadata, the first keys of its part that are not new), so two of its dependent round trips
 // to memory overlap the kernel before; it holds those rows in registers across the wait, which
 // decode_layers (at its register limit: it spilled, and every op slowed) cannot afford.
+// The part's result goes to a.part's row for the task, or to dst (shared memory) if given.
 template <int TPK, int THREADS, bool kEarly, class Wait>
-__device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
+__device__ void attend_part(const PartsArgs& a, int task, const Wait& wait,
+                            float* dst = nullptr) {
   constexpr int kWarps = THREADS / 32, kGroupsPerWarp = 32 / TPK, kGroups = THREADS / TPK;
   constexpr int hd = TPK * 8;
   __shared__ float sm_m[kWarps], sm_l[kWarps];
@@ -174,7 +176,7 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
   float M = -INFINITY;
   for (int i = 0; i < kWarps; ++i)
     if (sm_l[i] > 0.f) M = fmaxf(M, sm_m[i]);
-  float* out = a.part + int64_t(task) * (hd + 4);
+  float* out = dst ? dst : a.part + int64_t(task) * (hd + 4);
   if (threadIdx.x == 0) {
     float sum = 0.f;
     for (int i = 0; i < kWarps; ++i)
@@ -191,38 +193,51 @@ __device__ void attend_part(const PartsArgs& a, int task, const Wait& wait) {
   sync();  // the sm_ arrays serve the block's next task
 }
 
-// Head-dim slice c (8 values) of the attention output of one (token, head) whose `parts` parts
-// start at base: the parts merged and normalised. Every part's (max, sum) and slice is loaded
-// at once: one L2 round trip, not three per part.
-__device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim, int c) {
-  const int stride = head_dim + 4;
-  float2 ml[kMaxParts];
-  float4 x[kMaxParts], y[kMaxParts];
+// One part as combine_parts_with reads it: (max, sum) and 8 head-dim values.
+struct PartSlice {
+  float2 ml;
+  float4 x, y;
+};
+
+// Head-dim slice c (8 values) of the attention output of one (token, head): its `parts` parts
+// merged and normalised. slice_of(s, c) loads part s's PartSlice; every part is loaded at once:
+// one round trip, not three per part.
+template <class SliceOf>
+__device__ __forceinline__ Bf16x8 combine_parts_with(const SliceOf& slice_of, int parts, int c) {
+  PartSlice p[kMaxParts];
 #pragma unroll
   for (int s = 0; s < kMaxParts; ++s)
-    if (s < parts) {
-      const float* ps = base + s * stride;
-      ml[s] = __ldcg(reinterpret_cast<const float2*>(ps));
-      x[s] = __ldcg(reinterpret_cast<const float4*>(ps + 4 + c * 8));
-      y[s] = __ldcg(reinterpret_cast<const float4*>(ps + 8 + c * 8));
-    }
+    if (s < parts) p[s] = slice_of(s, c);
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < kMaxParts; ++s)
-    if (s < parts && ml[s].y > 0.f) mx = fmaxf(mx, ml[s].x);
+    if (s < parts && p[s].ml.y > 0.f) mx = fmaxf(mx, p[s].ml.x);
   float o[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, sum = 0.f;
 #pragma unroll
   for (int s = 0; s < kMaxParts; ++s) {
-    if (!(s < parts && ml[s].y > 0.f)) continue;
-    const float w = __expf(ml[s].x - mx);
-    sum += ml[s].y * w;
-    o[0] += w * x[s].x, o[1] += w * x[s].y, o[2] += w * x[s].z, o[3] += w * x[s].w;
-    o[4] += w * y[s].x, o[5] += w * y[s].y, o[6] += w * y[s].z, o[7] += w * y[s].w;
+    if (!(s < parts && p[s].ml.y > 0.f)) continue;
+    const float w = __expf(p[s].ml.x - mx);
+    sum += p[s].ml.y * w;
+    o[0] += w * p[s].x.x, o[1] += w * p[s].x.y, o[2] += w * p[s].x.z, o[3] += w * p[s].x.w;
+    o[4] += w * p[s].y.x, o[5] += w * p[s].y.y, o[6] += w * p[s].y.z, o[7] += w * p[s].y.w;
   }
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
   for (int i = 0; i < 8; ++i) o[i] *= inv;
   return pack8(o);
+}
+
+// The same for parts written to global memory from base on, (head_dim + 4) floats each; read
+// through L2 (another block wrote them).
+__device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim, int c) {
+  return combine_parts_with(
+      [&](int s, int cc) {
+        const float* ps = base + s * (head_dim + 4);
+        return PartSlice{__ldcg(reinterpret_cast<const float2*>(ps)),
+                         __ldcg(reinterpret_cast<const float4*>(ps + 4 + cc * 8)),
+                         __ldcg(reinterpret_cast<const float4*>(ps + 8 + cc * 8))};
+      },
+      parts, c);
 }
 
 }  // namespace

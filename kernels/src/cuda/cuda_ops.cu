@@ -62,14 +62,6 @@ CudaOps::CudaOps(int device) : device_(device) {
   // decode_layers' counters start at zero, and each launch leaves them at zero.
   SIESTA_CUDA_CHECK(cudaMalloc(&step_sync_, kStepSyncCounters * sizeof(unsigned)));
   SIESTA_CUDA_CHECK(cudaMemset(step_sync_, 0, kStepSyncCounters * sizeof(unsigned)));
-  // Decode attention in parts: (token, head) pairs up to half the SMs, 8 parts of head_dim
-  // <= 128 each (a few hundred KiB).
-  decode_part_pairs_ = std::max(1, sm_count_ / 2);
-  SIESTA_CUDA_CHECK(cudaMalloc(&decode_parts_, size_t(decode_part_pairs_) * 8 * (128 + 4) * 4));
-  SIESTA_CUDA_CHECK(
-      cudaMalloc(&decode_part_counts_, size_t(decode_part_pairs_) * sizeof(unsigned)));
-  SIESTA_CUDA_CHECK(
-      cudaMemset(decode_part_counts_, 0, size_t(decode_part_pairs_) * sizeof(unsigned)));
 }
 
 CudaOps::~CudaOps() {
@@ -78,8 +70,6 @@ CudaOps::~CudaOps() {
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
   if (step_sync_) cudaFree(step_sync_);
-  if (decode_parts_) cudaFree(decode_parts_);
-  if (decode_part_counts_) cudaFree(decode_part_counts_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 

@@ -129,11 +129,6 @@ class CudaOps final : public Ops {
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op
-  // paged_attention in parts: partial sums for up to decode_part_pairs_ (token, head) pairs,
-  // and how many parts of each pair are done (zero between launches)
-  int decode_part_pairs_ = 0;
-  float* decode_parts_ = nullptr;
-  unsigned* decode_part_counts_ = nullptr;
   Scratch attn_scratch_;     // attention score matrices, pointer arrays, dK/dV fp32 sums
   Scratch sample_scratch_;   // sampling rows in, (token, logprob) out
 };
