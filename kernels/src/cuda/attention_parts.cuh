@@ -199,15 +199,26 @@ struct PartSlice {
   float4 x, y;
 };
 
+// Part ps's (max, sum) and head-dim slice c, through L2 (a part another block wrote to global
+// memory) or with generic loads (shared memory, the cluster's included).
+template <bool kThroughL2>
+__device__ __forceinline__ PartSlice load_part_slice(const float* ps, int c) {
+  const auto* ml = reinterpret_cast<const float2*>(ps);
+  const auto* x = reinterpret_cast<const float4*>(ps + 4 + c * 8);
+  const auto* y = reinterpret_cast<const float4*>(ps + 8 + c * 8);
+  if constexpr (kThroughL2) return PartSlice{__ldcg(ml), __ldcg(x), __ldcg(y)};
+  else return PartSlice{*ml, *x, *y};
+}
+
 // Head-dim slice c (8 values) of the attention output of one (token, head): its `parts` parts
-// merged and normalised. slice_of(s, c) loads part s's PartSlice; every part is loaded at once:
-// one round trip, not three per part.
-template <class SliceOf>
-__device__ __forceinline__ Bf16x8 combine_parts_with(const SliceOf& slice_of, int parts, int c) {
+// merged and normalised. part_at(s) is where part s starts; every part is loaded at once: one
+// round trip, not three per part.
+template <bool kThroughL2, class PartAt>
+__device__ __forceinline__ Bf16x8 combine_parts_with(const PartAt& part_at, int parts, int c) {
   PartSlice p[kMaxParts];
 #pragma unroll
   for (int s = 0; s < kMaxParts; ++s)
-    if (s < parts) p[s] = slice_of(s, c);
+    if (s < parts) p[s] = load_part_slice<kThroughL2>(part_at(s), c);
   float mx = -INFINITY;
 #pragma unroll
   for (int s = 0; s < kMaxParts; ++s)
@@ -230,14 +241,7 @@ __device__ __forceinline__ Bf16x8 combine_parts_with(const SliceOf& slice_of, in
 // The same for parts written to global memory from base on, (head_dim + 4) floats each; read
 // through L2 (another block wrote them).
 __device__ __forceinline__ Bf16x8 combine_parts(const float* base, int parts, int head_dim, int c) {
-  return combine_parts_with(
-      [&](int s, int cc) {
-        const float* ps = base + s * (head_dim + 4);
-        return PartSlice{__ldcg(reinterpret_cast<const float2*>(ps)),
-                         __ldcg(reinterpret_cast<const float4*>(ps + 4 + cc * 8)),
-                         __ldcg(reinterpret_cast<const float4*>(ps + 8 + cc * 8))};
-      },
-      parts, c);
+  return combine_parts_with<true>([&](int s) { return base + s * (head_dim + 4); }, parts, c);
 }
 
 }  // namespace

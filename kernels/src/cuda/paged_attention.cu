@@ -167,14 +167,9 @@ __global__ void __launch_bounds__(kPartThreads)
   if (cluster.block_rank() == 0 && threadIdx.x < TPK) {
     const int th = int(blockIdx.x) / a.parts;  // token * n_heads + head
     store8(out + int64_t(th) * hd + threadIdx.x * 8,
-           combine_parts_with(
-               [&](int part, int c) {
-                 const float* ps = cluster.map_shared_rank(state, unsigned(part));
-                 return PartSlice{*reinterpret_cast<const float2*>(ps),
-                                  *reinterpret_cast<const float4*>(ps + 4 + c * 8),
-                                  *reinterpret_cast<const float4*>(ps + 8 + c * 8)};
-               },
-               a.parts, int(threadIdx.x)));
+           combine_parts_with<false>(
+               [&](int part) { return cluster.map_shared_rank(state, unsigned(part)); }, a.parts,
+               int(threadIdx.x)));
   }
   cluster.sync();  // the first block is done reading the others' shared memory
 #endif
