@@ -65,21 +65,28 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
   consume_items<M>(pol, pl, bu, n, k, xs, ring, pos, scratch);
 }
 
+// At most 80 registers a thread: uncapped (__launch_bounds__(kThreads, 2)) the one-token qkv
+// kernel took 85 and was given 88. Capped, a 0.5b decode step at batch 1 measured 0.643-0.650
+// ms against 0.646-0.657 uncapped, six A/B pairs on two H200s, the capped faster in each (a
+// small gain; qkv<8> spills 4 bytes, batch 8 unchanged at 1.32 ms). At 72 registers
+// (__launch_bounds__(kThreads, 3)) it was 0.700.
+constexpr int kStreamRegs = 80;
+
 template <int M>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __maxnreg__(kStreamRegs)
     gemv_kernel(GemvPolicy<M> pol, Plan pl, const bf16* __restrict__ x, int64_t ldx, int n, int k) {
   pdl_launch_dependents();
   stream_units<M>(pol, pl, n, k, x, ldx, nullptr, 0.f);
 }
 
 template <int M>
-__global__ void __launch_bounds__(kThreads, 2) qkv_kernel(QkvParams p, Plan pl, int n) {
+__global__ void __maxnreg__(kStreamRegs) qkv_kernel(QkvParams p, Plan pl, int n) {
   pdl_launch_dependents();
   stream_units<M>(QkvPolicy<M>{p}, pl, n, p.d, p.x, p.d, p.norm_w, p.eps);
 }
 
 template <int M>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __maxnreg__(kStreamRegs)
     gate_up_kernel(GateUpPolicy<M> pol, const bf16* __restrict__ x,
                    const bf16* __restrict__ norm_w, float eps, Plan pl, int n) {
   pdl_launch_dependents();
