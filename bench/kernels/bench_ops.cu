@@ -283,7 +283,9 @@ int main(int argc, char** argv) {
       fill_bf16(x.as(), size_t(m) * inter, ++seed);
       struct Lin { const char* name; int64_t out, in; float beta; bool l2 = false; };
       for (Lin l : {Lin{"q_proj", d, d, 0.f}, Lin{"q_proj (weights in L2)", d, d, 0.f, true},
-                    Lin{"down_proj+residual", d, inter, 1.f}, Lin{"lm_head", vocab, d, 0.f}}) {
+                    Lin{"down_proj+residual", d, inter, 1.f},
+                    Lin{"down_proj+residual (weights in L2)", d, inter, 1.f, true},
+                    Lin{"lm_head", vocab, d, 0.f}}) {
         const double wbytes = double(l.out) * l.in * 2;
         WeightReplicas w(size_t(wbytes), ++seed, l.l2);
         if (l.beta != 0.f) fill_bf16(y.as(), size_t(m) * l.out, ++seed);
@@ -304,12 +306,13 @@ int main(int argc, char** argv) {
                 },
                 /*accumulates=*/l.beta != 0.f, /*in_graph=*/true);
       }
-      {  // rmsnorm -> gate|up -> SwiGLU
+      for (bool l2 : {false, true}) {  // rmsnorm -> gate|up -> SwiGLU
         const double wbytes = 2.0 * inter * d * 2;
-        WeightReplicas w(size_t(wbytes), ++seed);
+        WeightReplicas w(size_t(wbytes), ++seed, l2);
         Buffer nw(d * 2), h(size_t(m) * inter * 2);
         fill_bf16(nw.as(), d, ++seed, 0.5f, 1.5f);
-        run.row("decode norm_gate_up" + tok, "2x" + std::to_string(inter) + "x" + std::to_string(d),
+        run.row(std::string("decode norm_gate_up") + (l2 ? " (weights in L2)" : "") + tok,
+                "2x" + std::to_string(inter) + "x" + std::to_string(d),
                 wbytes + double(m) * (d + inter) * 2, h.as(), size_t(m) * inter, true, [&] {
                   const char* base = w.next();
                   ops->norm_gate_up(h.as(), x.as(), nw.as(), 1e-6f, base,
@@ -425,20 +428,30 @@ int main(int argc, char** argv) {
           run.row(
               one, size, bytes, xr.as(), size_t(m) * d, true, [&] { ops->decode_layers(st, b, s); },
               true, true);
-        run.row(
-            "decode layers, op by op" + tok, size, bytes, xr.as(), size_t(m) * d, true,
-            [&] {
-              for (int l = 0; l < L; ++l) {
-                const auto& w = lw[size_t(l)];
-                ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
-                                         cs.as<float>(), caches[size_t(l)], b, s);
-                ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
-                linear(attn.as(), w.o, qd);
-                ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d, inter);
-                linear(h.as(), w.down, inter);
-              }
-            },
-            true, true);
+        // prefetch 1: the layer's gate/up/down weights pulled into L2 by its q/k/v op; 2: gate/up
+        // by q/k/v, down by o_proj (Ops::prefetch_l2_with_next_op, as the model's
+        // SIESTA_DECODE_L2_PREFETCH does).
+        const size_t mlp_bytes = size_t(inter) * d * 2;
+        for (int prefetch : {0, 1, 2})
+          run.row(
+              "decode layers, op by op" +
+                  (prefetch ? ", L2 prefetch " + std::to_string(prefetch) : std::string()) + tok,
+              size, bytes, xr.as(), size_t(m) * d, true,
+              [&] {
+                for (int l = 0; l < L; ++l) {
+                  const auto& w = lw[size_t(l)];
+                  if (prefetch) ops->prefetch_l2_with_next_op(w.gate, mlp_bytes * (prefetch == 1 ? 3 : 2));
+                  ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
+                                           cs.as<float>(), caches[size_t(l)], b, s);
+                  ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
+                  if (prefetch == 2) ops->prefetch_l2_with_next_op(w.down, mlp_bytes);
+                  linear(attn.as(), w.o, qd);
+                  ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d,
+                                    inter);
+                  linear(h.as(), w.down, inter);
+                }
+              },
+              true, true);
       }
     }
     {  // What a dependent kernel costs in a graph before it does any work
@@ -493,7 +506,9 @@ int main(int argc, char** argv) {
     table.note("limit: device-to-device cudaMemcpyAsync of 2 GiB, bytes read + written, this run");
     table.note("bytes: fewest an op must move; token_logprobs_backward reads the logits twice "
                "(lse first), so its ceiling is 2/3 of the limit");
-    table.note("decode rows: weights cycle through replicas of >= 256 MiB (HBM, not L2); "
+    table.note("decode rows: weights cycle through replicas of >= 256 MiB (HBM, not L2), except "
+               "the (weights in L2) rows, which read one copy again and again (the ceiling of "
+               "an L2 prefetch); "
                "gemv is Ops::gemm with m rows; decode rows and paged attention are timed as 256 calls in "
                "one CUDA graph, as a decode step runs them; sample includes its host round trip (params in, "
                "token out, stream sync)");
