@@ -440,7 +440,8 @@ int main(int argc, char** argv) {
               [&] {
                 for (int l = 0; l < L; ++l) {
                   const auto& w = lw[size_t(l)];
-                  if (prefetch) ops->prefetch_l2_with_next_op(w.gate, mlp_bytes * (prefetch == 1 ? 3 : 2));
+                  if (prefetch)
+                    ops->prefetch_l2_with_next_op(w.gate, mlp_bytes * (prefetch == 1 ? 3 : 2));
                   ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
                                            cs.as<float>(), caches[size_t(l)], b, s);
                   ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);

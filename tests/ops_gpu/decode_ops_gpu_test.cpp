@@ -171,7 +171,8 @@ TEST_F(OpsGpu, L2PrefetchHintChangesNoResult) {
       g.c = y.get(), g.ldc = d, g.c_dtype = DType::BF16;
       ops->gemm(g);
       ops->prefetch_l2_with_next_op(nullptr, 0);  // 8 rows go to cuBLAS, which leaves the hint
-      return std::pair{download_bf16(*ops, h, size_t(n * inter)), download_bf16(*ops, y, size_t(n * d))};
+      return std::pair{download_bf16(*ops, h, size_t(n * inter)),
+                       download_bf16(*ops, y, size_t(n * d))};
     };
     const auto plain = mlp(nullptr, 0);
     const char* g0 = static_cast<const char*>(wg->get());
