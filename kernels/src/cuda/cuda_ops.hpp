@@ -12,7 +12,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
 
 #include "siesta/kernels/error.hpp"
 #include "siesta/kernels/ops.hpp"
@@ -124,21 +123,17 @@ class CudaOps final : public Ops {
   // gemm through the decode GEMV kernel when the shape suits it (a few rows of A, B^T
   // weights, bf16 C, beta 0 or 1); false leaves the call to cuBLAS.
   bool gemv(const GemmArgs& g);
-  // The pending prefetch_l2_with_next_op hint, handed to (and cleared by) the next decode
-  // stream kernel launched.
-  struct L2Hint {
-    const void* ptr = nullptr;
-    size_t bytes = 0;
-  };
-  L2Hint take_l2_hint() { return std::exchange(l2_hint_, L2Hint{}); }
-  L2Range next_l2_range();  // take_l2_hint() as the kernels take it (decode_gemv.cu)
+  // The pending prefetch_l2_with_next_op hint, as the kernels take it; taking it clears it (the
+  // next decode stream kernel launched takes it).
+  L2Range take_l2_range();
 
   int device_ = 0;
   int sm_count_ = 0;
   size_t max_smem_optin_ = 0;
   bool hopper_ = false;  // compute capability >= 9.0: the decode kernels' bulk copies and PDL
   cudaStream_t stream_ = nullptr;
-  L2Hint l2_hint_;
+  const void* l2_hint_ = nullptr;  // prefetch_l2_with_next_op's range, until a kernel takes it
+  size_t l2_hint_bytes_ = 0;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "cuda_ops.hpp"
 #include "decode_stream.cuh"
@@ -149,13 +150,6 @@ struct LaunchGateUp {
   }
 };
 
-// A prefetch_l2_with_next_op hint as the kernels take it: whole 16-byte lines inside it.
-L2Range l2_range(const void* ptr, size_t bytes) {
-  if (!ptr || bytes < 32) return {};
-  const uintptr_t a = reinterpret_cast<uintptr_t>(ptr), b = (a + 15) / 16 * 16;
-  return {reinterpret_cast<const char*>(b), int64_t((a + bytes - b) / 16 * 16)};
-}
-
 // Tokens are staged for the compiled M (1, 2, 4, 8) that holds them.
 int max_tokens_for(int64_t k) {
   if (k <= 0 || k % 8 != 0 || k >= (int64_t(1) << 30)) return 0;
@@ -187,12 +181,17 @@ GemvUse decode_gemv_use() {
 }  // namespace
 
 void CudaOps::prefetch_l2_with_next_op(const void* ptr, size_t bytes) {
-  l2_hint_ = {ptr, bytes};
+  l2_hint_ = ptr;
+  l2_hint_bytes_ = bytes;
 }
 
-L2Range CudaOps::next_l2_range() {
-  const L2Hint h = take_l2_hint();
-  return l2_range(h.ptr, h.bytes);
+// The whole 16-byte lines inside the hint (bulk prefetches take nothing finer).
+L2Range CudaOps::take_l2_range() {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(std::exchange(l2_hint_, nullptr));
+  const size_t bytes = std::exchange(l2_hint_bytes_, 0);
+  if (!a || bytes < 32) return {};
+  const uintptr_t b = align16(a);
+  return {reinterpret_cast<const char*>(b), int64_t((a + bytes - b) / 16 * 16)};
 }
 
 bool CudaOps::gemv(const GemmArgs& g) {
@@ -204,7 +203,7 @@ bool CudaOps::gemv(const GemmArgs& g) {
       (use == GemvUse::Default && g.n * g.k * 2 > kGemvMaxBytes))
     return false;
   activate();
-  dispatch_tokens<LaunchGemv>(int(g.m), g, next_l2_range(), sm_count_, stream_);
+  dispatch_tokens<LaunchGemv>(int(g.m), g, take_l2_range(), sm_count_, stream_);
   return true;
 }
 
@@ -254,7 +253,7 @@ void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w
   p.n_heads = s.n_heads;
   p.n_kv_heads = s.n_kv_heads;
   p.head_dim = s.head_dim;
-  dispatch_tokens<LaunchQkv>(n, p, next_l2_range(), sm_count_, stream_);
+  dispatch_tokens<LaunchQkv>(n, p, take_l2_range(), sm_count_, stream_);
 }
 
 void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
@@ -277,7 +276,7 @@ void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps
   dispatch_tokens<LaunchGateUp>(int(n), static_cast<bf16*>(h), static_cast<const bf16*>(x),
                                 static_cast<const bf16*>(norm_w), eps,
                                 static_cast<const bf16*>(gate_w), static_cast<const bf16*>(up_w),
-                                int(d), int(inter), next_l2_range(), sm_count_, stream_);
+                                int(d), int(inter), take_l2_range(), sm_count_, stream_);
 }
 
 }  // namespace siesta::kernels::cuda
