@@ -428,31 +428,20 @@ int main(int argc, char** argv) {
           run.row(
               one, size, bytes, xr.as(), size_t(m) * d, true, [&] { ops->decode_layers(st, b, s); },
               true, true);
-        // prefetch 1: the layer's gate/up/down weights pulled into L2 by its q/k/v op; 2: gate/up
-        // by q/k/v, down by o_proj (Ops::prefetch_l2_with_next_op, as the model's
-        // SIESTA_DECODE_L2_PREFETCH does).
-        const size_t mlp_bytes = size_t(inter) * d * 2;
-        for (int prefetch : {0, 1, 2})
-          run.row(
-              "decode layers, op by op" +
-                  (prefetch ? ", L2 prefetch " + std::to_string(prefetch) : std::string()) + tok,
-              size, bytes, xr.as(), size_t(m) * d, true,
-              [&] {
-                for (int l = 0; l < L; ++l) {
-                  const auto& w = lw[size_t(l)];
-                  if (prefetch)
-                    ops->prefetch_l2_with_next_op(w.gate, mlp_bytes * (prefetch == 1 ? 3 : 2));
-                  ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
-                                           cs.as<float>(), caches[size_t(l)], b, s);
-                  ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
-                  if (prefetch == 2) ops->prefetch_l2_with_next_op(w.down, mlp_bytes);
-                  linear(attn.as(), w.o, qd);
-                  ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d,
-                                    inter);
-                  linear(h.as(), w.down, inter);
-                }
-              },
-              true, true);
+        run.row(
+            "decode layers, op by op" + tok, size, bytes, xr.as(), size_t(m) * d, true,
+            [&] {
+              for (int l = 0; l < L; ++l) {
+                const auto& w = lw[size_t(l)];
+                ops->norm_qkv_rope_cache(q.as(), xr.as(), w.input_norm, 1e-6f, d, w.qkv,
+                                         cs.as<float>(), caches[size_t(l)], b, s);
+                ops->paged_attention(attn.as(), q.as(), caches[size_t(l)], b, s);
+                linear(attn.as(), w.o, qd);
+                ops->norm_gate_up(h.as(), xr.as(), w.post_norm, 1e-6f, w.gate, w.up, m, d, inter);
+                linear(h.as(), w.down, inter);
+              }
+            },
+            true, true);
       }
     }
     {  // What a dependent kernel costs in a graph before it does any work
@@ -508,8 +497,8 @@ int main(int argc, char** argv) {
     table.note("bytes: fewest an op must move; token_logprobs_backward reads the logits twice "
                "(lse first), so its ceiling is 2/3 of the limit");
     table.note("decode rows: weights cycle through replicas of >= 256 MiB (HBM, not L2), except "
-               "the (weights in L2) rows, which read one copy again and again (the ceiling of "
-               "an L2 prefetch); "
+               "the (weights in L2) rows, which read one copy again and again (what the kernel "
+               "reaches when bytes come fast); "
                "gemv is Ops::gemm with m rows; decode rows and paged attention are timed as 256 calls in "
                "one CUDA graph, as a decode step runs them; sample includes its host round trip (params in, "
                "token out, stream sync)");

@@ -144,49 +144,6 @@ TEST_F(OpsGpu, NormGateUpMatchesReference) {
   }
 }
 
-// prefetch_l2_with_next_op only moves bytes into L2: the next fused op (here norm_gate_up, then
-// the down GEMV) gives bit for bit what it gives without the hint, whatever the hint's
-// alignment and size, and a hint over bytes the op is not reading changes nothing either.
-TEST_F(OpsGpu, L2PrefetchHintChangesNoResult) {
-  SIESTA_TRACE_SEED();
-  const int d = 896, inter = 4864;
-  if (ops->fused_decode_max_tokens(d) == 0) GTEST_SKIP() << "no fused decode ops on this GPU";
-  for (int n : {1, 8}) {
-    const auto X = randn_bf16(size_t(n * d), rng), NW = randn_bf16(size_t(d), rng, 0.2f, 1.f);
-    const auto WG = randn_bf16(size_t(inter * d), rng, 0.03f);
-    const auto WU = randn_bf16(size_t(inter * d), rng, 0.03f);
-    const auto WD = randn_bf16(size_t(d * inter), rng, 0.03f);
-    auto x = upload_bf16(*ops, X), nw = upload_bf16(*ops, NW);
-    auto wg = upload_bf16(*ops, WG), wu = upload_bf16(*ops, WU), wd = upload_bf16(*ops, WD);
-    DevBuf h(size_t(n * inter) * 2), y(size_t(n * d) * 2);
-    auto mlp = [&](const void* hint, size_t bytes) {
-      h.poison(), y.poison();
-      if (hint) ops->prefetch_l2_with_next_op(hint, bytes);
-      ops->norm_gate_up(h.get(), x->get(), nw->get(), 1e-6f, wg->get(), wu->get(), n, d, inter);
-      if (hint) ops->prefetch_l2_with_next_op(hint, bytes);
-      GemmArgs g;
-      g.trans_b = true;
-      g.m = n, g.n = d, g.k = inter;
-      g.a = h.get(), g.lda = inter, g.b = wd->get(), g.ldb = inter;
-      g.c = y.get(), g.ldc = d, g.c_dtype = DType::BF16;
-      ops->gemm(g);
-      ops->prefetch_l2_with_next_op(nullptr, 0);  // 8 rows go to cuBLAS, which leaves the hint
-      return std::pair{download_bf16(*ops, h, size_t(n * inter)),
-                       download_bf16(*ops, y, size_t(n * d))};
-    };
-    const auto plain = mlp(nullptr, 0);
-    const char* g0 = static_cast<const char*>(wg->get());
-    const char* d0 = static_cast<const char*>(wd->get());
-    const size_t wbytes = size_t(inter) * d * 2;
-    for (auto [p, bytes] : {std::pair{g0, wbytes}, std::pair{g0 + 3, wbytes - 5},
-                            std::pair{d0 + 17, size_t(31)}, std::pair{d0, wbytes}}) {
-      const auto hinted = mlp(p, bytes);
-      EXPECT_EQ(hinted.first, plain.first) << "n " << n << ", hint of " << bytes << " bytes";
-      EXPECT_EQ(hinted.second, plain.second) << "n " << n << ", hint of " << bytes << " bytes";
-    }
-  }
-}
-
 // One row split over many blocks (the decode case): the argmax and its log-prob must not
 // depend on where the split boundaries fall; a tie across two slices takes the lower index.
 TEST_F(OpsGpu, GreedySamplingOfOneLongRowAcrossSlices) {

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <utility>
 
 #include "layers.hpp"
 
@@ -21,27 +20,6 @@ bool one_kernel_decode_requested() {
     return v && std::strcmp(v, "1") == 0;
   }();
   return on;
-}
-
-// SIESTA_DECODE_L2_PREFETCH: the fused decode ops pull a layer's MLP weights into L2 ahead of
-// its MLP (Ops::prefetch_l2_with_next_op): 1 all of them with the q/k/v op, 2 gate/up with q/k/v
-// and down with o_proj. Off (0) until measured on a GPU.
-int l2_prefetch_mode() {
-  static const int mode = [] {
-    const char* v = std::getenv("SIESTA_DECODE_L2_PREFETCH");
-    return v && (std::strcmp(v, "1") == 0 || std::strcmp(v, "2") == 0) ? std::atoi(v) : 0;
-  }();
-  return mode;
-}
-
-// The bytes from a's first to b's last, where both lie in the weight buffer in that order (the
-// layout weights.cpp gives a layer: ..., gate, up, down); empty otherwise.
-std::pair<const void*, size_t> weight_span(const ModelWeights& w, const TensorView& a,
-                                           const TensorView& b) {
-  const char *base = static_cast<const char*>(w.base), *pa = static_cast<const char*>(a.data),
-             *pb = static_cast<const char*>(b.data);
-  if (!base || !pa || !pb || pa < base || pb < pa || pb + b.bytes() > base + w.bytes) return {};
-  return {pa, size_t(pb + b.bytes() - pa)};
 }
 
 struct InferBuffers {
@@ -138,11 +116,6 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
                         one_kernel_decode_requested() && decode_layers(b);
   for (int l = 0; l < (one_call ? 0 : c.num_hidden_layers); ++l) {
     const LayerWeights& L = w_.layers[size_t(l)];
-    if (fused && l2_prefetch_mode() > 0) {
-      const auto [p, bytes] = weight_span(
-          w_, L.gate_proj, l2_prefetch_mode() == 1 ? L.down_proj : L.up_proj);
-      ops.prefetch_l2_with_next_op(p, bytes);
-    }
     if (fused) {
       kernels::Ops::QkvWeights qkv{L.q_proj.data, L.k_proj.data, L.v_proj.data,
                                    L.q_bias.data, L.k_bias.data, L.v_bias.data};
@@ -163,10 +136,6 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
       ops.kv_cache_write(kv_[size_t(l)], k_, v_, b, s);
     }
     ops.paged_attention(attn_, q_, kv_[size_t(l)], b, s);
-    if (fused && l2_prefetch_mode() == 2) {
-      const auto [p, bytes] = weight_span(w_, L.down_proj, L.down_proj);
-      ops.prefetch_l2_with_next_op(p, bytes);
-    }
     detail::linear(ops, x_, attn_, L.o_proj, N, 1.f);
     if (fused) {
       ops.norm_gate_up(h_, x_, L.post_attention_layernorm.data, eps, L.gate_proj.data,
@@ -179,9 +148,6 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
     }
     detail::linear(ops, x_, h_, L.down_proj, N, 1.f);
   }
-  // A hint no op took (an o_proj that went to cuBLAS) must not outlive the step: the weights
-  // it names may be released (sleep) before the next fused op.
-  if (l2_prefetch_mode() > 0) ops.prefetch_l2_with_next_op(nullptr, 0);
   const void* last = x_;
   if (logits_rows) {
     ops.embedding_forward(rows_, x_, logits_rows, n_rows, d);  // a row gather

@@ -83,28 +83,4 @@ __device__ __forceinline__ void bulk_load(void* dst_smem, const void* src, uint3
 #endif
 }
 
-// Pulls [src, src + bytes) from global memory into L2: no shared memory, nothing to wait for.
-// src and bytes on 16 bytes.
-__device__ __forceinline__ void bulk_prefetch_l2(const void* src, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-#elif defined(__CUDA_ARCH__)
-  __trap();  // pre-Hopper device code: CudaOps never launches these kernels there
-#endif
-}
-
-// This block's share of [p, p + bytes) into L2, in pieces the copy engine takes one at a time.
-struct L2Range {
-  const char* p = nullptr;
-  int64_t bytes = 0;  // a multiple of 16, p on 16 bytes
-  __device__ __forceinline__ void prefetch_share() const {
-    if (bytes <= 0) return;
-    constexpr int64_t kPiece = 16 * 1024;
-    const int64_t share = ((bytes + gridDim.x - 1) / gridDim.x + 15) / 16 * 16;
-    const int64_t stop = (int64_t(blockIdx.x) + 1) * share, end = stop < bytes ? stop : bytes;
-    for (int64_t o = int64_t(blockIdx.x) * share; o < end; o += kPiece)
-      bulk_prefetch_l2(p + o, uint32_t(end - o < kPiece ? end - o : kPiece));
-  }
-};
-
 }  // namespace siesta::kernels::cuda

@@ -39,8 +39,6 @@ class Scratch {
   size_t bytes_ = 0;
 };
 
-struct L2Range;  // bulk_copy.cuh: a range the decode kernels pull into L2
-
 class CudaOps final : public Ops {
  public:
   explicit CudaOps(int device);
@@ -97,7 +95,6 @@ class CudaOps final : public Ops {
                            const PagedBatch& b, const AttnShape& s) override;
   void norm_gate_up(void* h, const void* x, const void* norm_w, float eps, const void* gate_w,
                     const void* up_w, int64_t n, int64_t d, int64_t inter) override;
-  void prefetch_l2_with_next_op(const void* ptr, size_t bytes) override;
   bool decode_layers(const DecodeStep& step, const PagedBatch& b, const AttnShape& s) override;
 
   void token_logprobs(float* logprob_f32, float* entropy_f32, const void* logits,
@@ -123,17 +120,12 @@ class CudaOps final : public Ops {
   // gemm through the decode GEMV kernel when the shape suits it (a few rows of A, B^T
   // weights, bf16 C, beta 0 or 1); false leaves the call to cuBLAS.
   bool gemv(const GemmArgs& g);
-  // The pending prefetch_l2_with_next_op hint, as the kernels take it; taking it clears it (the
-  // next decode stream kernel launched takes it).
-  L2Range take_l2_range();
 
   int device_ = 0;
   int sm_count_ = 0;
   size_t max_smem_optin_ = 0;
   bool hopper_ = false;  // compute capability >= 9.0: the decode kernels' bulk copies and PDL
   cudaStream_t stream_ = nullptr;
-  const void* l2_hint_ = nullptr;  // prefetch_l2_with_next_op's range, until a kernel takes it
-  size_t l2_hint_bytes_ = 0;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op

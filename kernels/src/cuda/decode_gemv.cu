@@ -19,7 +19,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <utility>
 
 #include "cuda_ops.hpp"
 #include "decode_stream.cuh"
@@ -40,7 +39,7 @@ constexpr int kGateUpBlocksPerSm = 2;
 template <int M, class Policy>
 __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, int n, int k,
                                              const bf16* x, int64_t ldx, const bf16* norm_w,
-                                             float eps, const L2Range& pf) {
+                                             float eps) {
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ uint64_t full[kMaxSlots], empty[kMaxSlots];
   bf16* xs = reinterpret_cast<bf16*>(smem);
@@ -55,10 +54,7 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
   __syncthreads();
 
   if (threadIdx.x / 32 == kConsumerWarps) {
-    if (threadIdx.x % 32 == 0) {
-      produce_items(pol, pl, bu, k, ring, pos);
-      pf.prefetch_share();  // after this kernel's own copies: they go first
-    }
+    if (threadIdx.x % 32 == 0) produce_items(pol, pl, bu, k, ring, pos);
     return;
   }
   pol.prologue(bu, n, scratch);
@@ -78,24 +74,23 @@ constexpr int kStreamRegs = 80;
 
 template <int M>
 __global__ void __maxnreg__(kStreamRegs)
-    gemv_kernel(GemvPolicy<M> pol, Plan pl, const bf16* __restrict__ x, int64_t ldx, int n, int k,
-                L2Range pf) {
+    gemv_kernel(GemvPolicy<M> pol, Plan pl, const bf16* __restrict__ x, int64_t ldx, int n, int k) {
   pdl_launch_dependents();
-  stream_units<M>(pol, pl, n, k, x, ldx, nullptr, 0.f, pf);
+  stream_units<M>(pol, pl, n, k, x, ldx, nullptr, 0.f);
 }
 
 template <int M>
-__global__ void __maxnreg__(kStreamRegs) qkv_kernel(QkvParams p, Plan pl, int n, L2Range pf) {
+__global__ void __maxnreg__(kStreamRegs) qkv_kernel(QkvParams p, Plan pl, int n) {
   pdl_launch_dependents();
-  stream_units<M>(QkvPolicy<M>{p}, pl, n, p.d, p.x, p.d, p.norm_w, p.eps, pf);
+  stream_units<M>(QkvPolicy<M>{p}, pl, n, p.d, p.x, p.d, p.norm_w, p.eps);
 }
 
 template <int M>
 __global__ void __maxnreg__(kStreamRegs)
     gate_up_kernel(GateUpPolicy<M> pol, const bf16* __restrict__ x,
-                   const bf16* __restrict__ norm_w, float eps, Plan pl, int n, L2Range pf) {
+                   const bf16* __restrict__ norm_w, float eps, Plan pl, int n) {
   pdl_launch_dependents();
-  stream_units<M>(pol, pl, n, pol.d, x, pol.d, norm_w, eps, pf);
+  stream_units<M>(pol, pl, n, pol.d, x, pol.d, norm_w, eps);
 }
 
 // Kernels are compiled for 1, 2, 4 and 8 tokens; a call with n tokens runs the smallest that
@@ -112,7 +107,7 @@ void dispatch_tokens(int n, Args&&... args) {
 
 template <int M>
 struct LaunchGemv {
-  static void run(int n, const GemmArgs& g, const L2Range& pf, int sms, cudaStream_t st) {
+  static void run(int n, const GemmArgs& g, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
     const bool acc = g.beta != 0.f;
@@ -122,31 +117,30 @@ struct LaunchGemv {
                       int(g.n), acc};
     allow_smem(gemv_kernel<M>, smem);
     launch_pdl(gemv_kernel<M>, dim3(blocks), dim3(kThreads), smem, st, pol, pl,
-               static_cast<const bf16*>(g.a), g.lda, n, int(g.k), pf);
+               static_cast<const bf16*>(g.a), g.lda, n, int(g.k));
   }
 };
 template <int M>
 struct LaunchQkv {
-  static void run(int n, const QkvParams& p, const L2Range& pf, int sms, cudaStream_t st) {
+  static void run(int n, const QkvParams& p, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
     const Plan pl = make_plan(qkv_units(p), p.d, M, true, sms,
                               size_t(2 * M + M * p.head_dim) * 4, 2 * 4, blocks, smem);
     allow_smem(qkv_kernel<M>, smem);
-    launch_pdl(qkv_kernel<M>, dim3(blocks), dim3(kThreads), smem, st, p, pl, n, pf);
+    launch_pdl(qkv_kernel<M>, dim3(blocks), dim3(kThreads), smem, st, p, pl, n);
   }
 };
 template <int M>
 struct LaunchGateUp {
   static void run(int n, bf16* h, const bf16* x, const bf16* nw, float eps, const bf16* wg,
-                  const bf16* wu, int d, int inter, const L2Range& pf, int sms,
-                  cudaStream_t st) {
+                  const bf16* wu, int d, int inter, int sms, cudaStream_t st) {
     unsigned blocks;
     size_t smem;
     const Plan pl = make_plan(inter, d, M, true, sms * kGateUpBlocksPerSm, 0, 0, blocks, smem);
     allow_smem(gate_up_kernel<M>, smem);
     launch_pdl(gate_up_kernel<M>, dim3(blocks), dim3(kThreads), smem, st,
-               GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, pl, n, pf);
+               GateUpPolicy<M>{h, wg, wu, d, inter}, x, nw, eps, pl, n);
   }
 };
 
@@ -180,20 +174,6 @@ GemvUse decode_gemv_use() {
 
 }  // namespace
 
-void CudaOps::prefetch_l2_with_next_op(const void* ptr, size_t bytes) {
-  l2_hint_ = ptr;
-  l2_hint_bytes_ = bytes;
-}
-
-// The whole 16-byte lines inside the hint (bulk prefetches take nothing finer).
-L2Range CudaOps::take_l2_range() {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(std::exchange(l2_hint_, nullptr));
-  const size_t bytes = std::exchange(l2_hint_bytes_, 0);
-  if (!a || bytes < 32) return {};
-  const uintptr_t b = align16(a);
-  return {reinterpret_cast<const char*>(b), int64_t((a + bytes - b) / 16 * 16)};
-}
-
 bool CudaOps::gemv(const GemmArgs& g) {
   const GemvUse use = decode_gemv_use();
   if (!hopper_ || use == GemvUse::Never || g.m > kGemvMaxRows || g.trans_a || !g.trans_b ||
@@ -203,7 +183,7 @@ bool CudaOps::gemv(const GemmArgs& g) {
       (use == GemvUse::Default && g.n * g.k * 2 > kGemvMaxBytes))
     return false;
   activate();
-  dispatch_tokens<LaunchGemv>(int(g.m), g, take_l2_range(), sm_count_, stream_);
+  dispatch_tokens<LaunchGemv>(int(g.m), g, sm_count_, stream_);
   return true;
 }
 
@@ -253,7 +233,7 @@ void CudaOps::norm_qkv_rope_cache(void* q_out, const void* x, const void* norm_w
   p.n_heads = s.n_heads;
   p.n_kv_heads = s.n_kv_heads;
   p.head_dim = s.head_dim;
-  dispatch_tokens<LaunchQkv>(n, p, take_l2_range(), sm_count_, stream_);
+  dispatch_tokens<LaunchQkv>(n, p, sm_count_, stream_);
 }
 
 void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
@@ -276,7 +256,7 @@ void CudaOps::norm_gate_up(void* h, const void* x, const void* norm_w, float eps
   dispatch_tokens<LaunchGateUp>(int(n), static_cast<bf16*>(h), static_cast<const bf16*>(x),
                                 static_cast<const bf16*>(norm_w), eps,
                                 static_cast<const bf16*>(gate_w), static_cast<const bf16*>(up_w),
-                                int(d), int(inter), take_l2_range(), sm_count_, stream_);
+                                int(d), int(inter), sm_count_, stream_);
 }
 
 }  // namespace siesta::kernels::cuda

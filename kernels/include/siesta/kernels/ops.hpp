@@ -191,14 +191,6 @@ class Ops {
   virtual void norm_gate_up(void* h, const void* x, const void* norm_w, float eps,
                             const void* gate_w, const void* up_w, int64_t n, int64_t d,
                             int64_t inter) = 0;
-  // A hint for a decode step: the next fused decode op (norm_qkv_rope_cache, norm_gate_up, or a
-  // gemm that takes the decode GEMV) also pulls [ptr, ptr + bytes) into the GPU's L2 while it
-  // runs, so that a later op of the step may find its weights there instead of in HBM (a
-  // decode step's small ops leave HBM mostly idle while they wait on each other). Changes no
-  // result; backends without such a cache ignore it, and an op that is not a fused decode op
-  // leaves the hint for the next one. (nullptr, 0) drops a hint no op took: the bytes must
-  // still be allocated when an op takes it.
-  virtual void prefetch_l2_with_next_op(const void* /*ptr*/, size_t /*bytes*/) {}
 
   // A whole decode step's layers in one call: for each layer l, in order, what
   // norm_qkv_rope_cache (into caches[l]), paged_attention, gemm for o_proj (into x),
