@@ -110,7 +110,9 @@ void ModelRunner::stage(const std::vector<Sequence*>& seqs, const BlockManager* 
     int32_t* row = h + L.block_table + int64_t(i) * L.max_blocks_per_seq;
     std::fill(row, row + L.max_blocks_per_seq, 0);
   }
-  ops_.copy_to_device(meta_dev_, h, size_t(L.total) * sizeof(int32_t));
+  // Queued: meta_host_ is next written by the next step's stage, after this step's sampling
+  // has waited for the stream.
+  ops_.copy_to_device_queued(meta_dev_, h, size_t(L.total) * sizeof(int32_t));
 }
 
 kernels::PagedBatch ModelRunner::batch_view(const BatchLayout& L, int n_seqs, int n_tokens,

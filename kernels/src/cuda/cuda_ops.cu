@@ -89,6 +89,12 @@ void CudaOps::copy_to_device(void* dst, const void* host_src, size_t bytes) {
   SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
+void CudaOps::copy_to_device_queued(void* dst, const void* host_src, size_t bytes) {
+  if (bytes == 0) return;
+  activate();
+  SIESTA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+}
+
 void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   activate();

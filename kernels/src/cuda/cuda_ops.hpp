@@ -51,6 +51,7 @@ class CudaOps final : public Ops {
   void* native_stream() const override { return stream_; }
 
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override;
+  void copy_to_device_queued(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;

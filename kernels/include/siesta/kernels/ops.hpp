@@ -92,6 +92,12 @@ class Ops {
   // ---- memory movement -------------------------------------------------------------------
   // Copies between host memory and this backend's memory (a plain memcpy on CPU).
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  // The same, queued behind this backend's earlier work without waiting for it: host_src must
+  // stay unchanged until the next synchronize() or blocking copy. For a decode step's metadata,
+  // uploaded once per step, where the wait was on every step's critical path.
+  virtual void copy_to_device_queued(void* dst, const void* host_src, size_t bytes) {
+    copy_to_device(dst, host_src, bytes);
+  }
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
