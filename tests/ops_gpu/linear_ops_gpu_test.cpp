@@ -28,6 +28,10 @@ TEST_F(OpsGpu, CopiesRoundTripAndFillZeroClears) {
   EXPECT_EQ(download<float>(*ops, b, v.size()), v);
   ops->fill_zero(b.get(), v.size() * 4);
   for (float x : download<float>(*ops, b, v.size())) ASSERT_EQ(x, 0.f);
+  // A queued upload lands behind the work before it (the fill) and is there after a sync.
+  ops->copy_to_device_queued(b.get(), v.data(), v.size() * 4);
+  ops->synchronize();
+  EXPECT_EQ(download<float>(*ops, b, v.size()), v);
 }
 
 TEST_F(OpsGpu, ConvertMatchesHostRoundingInEveryDirection) {
