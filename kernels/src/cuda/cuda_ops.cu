@@ -84,8 +84,7 @@ void CudaOps::synchronize() {
 // runtime stage them anyway).
 void CudaOps::copy_to_device(void* dst, const void* host_src, size_t bytes) {
   if (bytes == 0) return;
-  activate();
-  SIESTA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+  copy_to_device_queued(dst, host_src, bytes);
   SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
