@@ -481,16 +481,24 @@ int main(int argc, char** argv) {
                 true, true);
       }
     }
-    {  // Greedy sampling of one decode row over the whole vocabulary
-      Buffer logits(size_t(vocab) * 2), sink(4);
-      fill_bf16(logits.as(), size_t(vocab), ++seed, -8.f, 8.f);
+    {  // Sampling decode rows over the whole vocabulary: greedy at batch 1, temperature at 64
+      const int64_t rows_max = 64;
+      Buffer logits(size_t(rows_max * vocab) * 2), sink(4);
+      fill_bf16(logits.as(), size_t(rows_max * vocab), ++seed, -8.f, 8.f);
       fill_f32(sink.as<float>(), 1, ++seed);  // the finiteness check reads it; sample writes host memory
-      const kernels::SamplingRow greedy{};
-      int32_t token = 0;
-      float lp = 0;
-      run.row("sample greedy batch 1", "1x" + std::to_string(vocab), double(vocab) * 2, sink.as(),
-              1, false, [&] { ops->sample(&token, &lp, logits.as(), 1, vocab, &greedy); },
-              /*accumulates=*/true);
+      for (int64_t n : {int64_t(1), rows_max}) {
+        std::vector<kernels::SamplingRow> rows(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i)
+          if (n > 1) rows[size_t(i)] = {0.8f, 0, 1.f, uint64_t(i), 3};
+        std::vector<int32_t> token(static_cast<size_t>(n));
+        std::vector<float> lp(static_cast<size_t>(n));
+        run.row(std::string(n == 1 ? "sample greedy" : "sample temperature") + " batch " +
+                    std::to_string(n),
+                std::to_string(n) + "x" + std::to_string(vocab), double(n * vocab) * 2, sink.as(),
+                1, false,
+                [&] { ops->sample(token.data(), lp.data(), logits.as(), n, vocab, rows.data()); },
+                /*accumulates=*/true);
+      }
     }
     table.note("device: " + device_name());
     table.note("limit: device-to-device cudaMemcpyAsync of 2 GiB, bytes read + written, this run");
@@ -500,8 +508,8 @@ int main(int argc, char** argv) {
                "the (weights in L2) rows, which read one copy again and again (what the kernel "
                "reaches when bytes come fast); "
                "gemv is Ops::gemm with m rows; decode rows and paged attention are timed as 256 calls in "
-               "one CUDA graph, as a decode step runs them; sample includes its host round trip (params in, "
-               "token out, stream sync)");
+               "one CUDA graph, as a decode step runs them; sample includes its host round trip (row parameters, results back, "
+               "stream sync)");
     table.note("kernel chain rows: 256 dependent launches in one graph, each waiting on the one "
                "before (griddepcontrol.wait); the 1.5 MiB rows read a q_proj's bytes before or "
                "after that wait (what PDL can hide); time_us is the figure, GB/s is incidental");

@@ -76,15 +76,20 @@ Drawn draw(Ops& ops, const DevBuf& logits, int64_t vocab, const std::vector<Samp
 
 TEST_F(OpsGpu, GreedySamplingTakesArgmaxAndReportsItsLogprob) {
   SIESTA_TRACE_SEED();
-  const int64_t n = 33, vocab = 151936;
-  const auto L = randn_bf16(size_t(n * vocab), rng, 2.f);
-  auto logits = upload_bf16(*ops, L);
-  const Drawn d = draw(*ops, *logits, vocab, std::vector<SamplingRow>(size_t(n)));
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = &L[size_t(i * vocab)];
-    const int32_t want = int32_t(std::max_element(row, row + vocab) - row);  // first maximum
-    EXPECT_EQ(d.tokens[size_t(i)], want) << "row " << i;
-    EXPECT_NEAR(d.logprobs[size_t(i)], log_softmax(row, vocab)[size_t(want)], 1e-3) << "row " << i;
+  const int64_t vocab = 151936;
+  // 1 row: a decode step (the most blocks per row); 33: parameters in the kernel's arguments;
+  // 97: parameters uploaded. Twice each: every call must leave the per-row counters at zero.
+  for (int64_t n : {1, 33, 97, 1, 97}) {
+    const auto L = randn_bf16(size_t(n * vocab), rng, 2.f);
+    auto logits = upload_bf16(*ops, L);
+    const Drawn d = draw(*ops, *logits, vocab, std::vector<SamplingRow>(size_t(n)));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = &L[size_t(i * vocab)];
+      const int32_t want = int32_t(std::max_element(row, row + vocab) - row);  // first maximum
+      EXPECT_EQ(d.tokens[size_t(i)], want) << "row " << i << " of " << n;
+      EXPECT_NEAR(d.logprobs[size_t(i)], log_softmax(row, vocab)[size_t(want)], 1e-3)
+          << "row " << i << " of " << n;
+    }
   }
 }
 

@@ -32,6 +32,22 @@ void* Scratch::get(size_t bytes, cudaStream_t stream) {
   return ptr_;
 }
 
+HostScratch::~HostScratch() {
+  if (ptr_) cudaFreeHost(ptr_);  // destructor: nothing useful to do with an error here
+}
+
+void* HostScratch::get(size_t bytes) {
+  if (bytes <= bytes_) return ptr_;
+  if (ptr_) {
+    SIESTA_CUDA_CHECK(cudaFreeHost(ptr_));
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  SIESTA_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable));
+  bytes_ = bytes;
+  return ptr_;
+}
+
 CudaOps::CudaOps(int device) : device_(device) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);

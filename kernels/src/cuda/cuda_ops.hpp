@@ -39,6 +39,21 @@ class Scratch {
   size_t bytes_ = 0;
 };
 
+// Pinned host memory owned by the backend (sampling parameters in, results out): copies from
+// and to it are plain DMA. Grows on demand; callers synchronise before it is reused.
+class HostScratch {
+ public:
+  HostScratch() = default;
+  HostScratch(const HostScratch&) = delete;
+  HostScratch& operator=(const HostScratch&) = delete;
+  ~HostScratch();
+  void* get(size_t bytes);
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 class CudaOps final : public Ops {
  public:
   explicit CudaOps(int device);
@@ -131,7 +146,9 @@ class CudaOps final : public Ops {
   void* cublas_workspace_ = nullptr;
   unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op
   Scratch attn_scratch_;     // attention score matrices, pointer arrays, dK/dV fp32 sums
-  Scratch sample_scratch_;   // sampling rows in, (token, logprob) out
+  Scratch sample_scratch_;   // sampling: partial results per block, rows in, results out
+  Scratch sample_counters_;  // sampling: blocks done per row (zero between calls)
+  HostScratch sample_host_;  // sampling: rows in, results out, pinned
 };
 
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
