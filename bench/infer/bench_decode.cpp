@@ -41,6 +41,7 @@ struct Args {
   std::vector<int> batches = {1, 16, 64, 256};
   int prompt = 128, output = 128;
   bool profile = false;
+  bool async_scheduling = true;
 };
 
 std::vector<int> split_ints(const std::string& s) {
@@ -76,9 +77,11 @@ int main(int argc, char** argv) {
     else if (k == "--prompt" && has) a.prompt = std::stoi(o.rest[++i]);
     else if (k == "--output" && has) a.output = std::stoi(o.rest[++i]);
     else if (k == "--profile") a.profile = true;
+    else if (k == "--no-async-scheduling") a.async_scheduling = false;
     else {
       std::cerr << "bench_decode: unknown option '" << k
-                << "' (allowed: --preset NAME --batches a,b --prompt N --output N --profile, plus the "
+                << "' (allowed: --preset NAME --batches a,b --prompt N --output N --profile "
+                   "--no-async-scheduling, plus the "
                    "harness's)\n";
       return 2;
     }
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
     eo.max_num_batched_tokens = std::max(8192, max_batch);
     if (cuda) eo.kv_cache_memory_fraction = 0.5;
     else eo.kv_cache_bytes = 64ull << 20;
+    eo.async_scheduling = a.async_scheduling;
     auto t0 = Clock::now();
     auto engine = std::make_unique<InferenceEngine>(eo);
     const double build_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -209,7 +213,11 @@ int main(int argc, char** argv) {
                "upload, graph launch; on the CPU backend the forward too)");
     table.note("engine: " + std::to_string(engine->stats().num_cuda_graphs) + " decode CUDA graphs, KV " +
                bench::fmt_bytes(double(st.kv_cache_bytes)) + ", built in " +
-               std::to_string(build_s).substr(0, 5) + " s; greedy sampling, random prompt ids");
+               std::to_string(build_s).substr(0, 5) + " s; greedy sampling, random prompt ids; " +
+               (a.async_scheduling ? "async scheduling (" +
+                                         std::to_string(engine->stats().num_lookahead_steps) +
+                                         " steps queued ahead)"
+                                   : "one step at a time (--no-async-scheduling)"));
     if (a.profile) try {
       // A fresh engine built while recording, so that its decode graphs are captured with
       // CUPTI active; the timed engine goes first to free its KV cache.

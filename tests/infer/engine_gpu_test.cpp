@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 
 #include "engine_fixture.hpp"
 #include "gpu_test.hpp"
@@ -75,6 +76,48 @@ TEST(EngineSleepGpu, CudaGraphsCapturedBeforeSleepServeAfterWake) {
   EXPECT_EQ(tokens_of(e.generate(ps, p)), before);
   EXPECT_EQ(e.stats().num_cuda_graphs, graphs) << "no re-capture after wake";
   EXPECT_GT(e.stats().num_graph_replays, replays);
+}
+
+// Async scheduling on the GPU: decode steps queued ahead, their input tokens copied on the
+// device from the draw before them, replaying the same graphs; the tokens are those of one
+// step at a time (greedy and seeded temperature rows, batches that shrink as requests end).
+TEST(EngineGpu, AsyncSchedulingGivesTheTokensOfOneStepAtATime) {
+  SIESTA_REQUIRE_GPU();
+  auto ps = prompts(5, 264, 23);
+  std::vector<SamplingParams> params;
+  for (int i = 0; i < 5; ++i) {
+    SamplingParams p;
+    p.temperature = i % 2 ? 0.7f : 0.f;
+    p.seed = uint64_t(100 + i);
+    p.max_tokens = 12 + 5 * i;
+    p.ignore_eos = true;
+    p.logprobs = true;
+    params.push_back(p);
+  }
+  auto run = [&](bool async_scheduling, uint64_t& lookahead) {
+    EngineOptions o = small_options();
+    o.async_scheduling = async_scheduling;
+    InferenceEngine e(o);
+    std::vector<RequestId> ids;
+    for (size_t i = 0; i < ps.size(); ++i) ids.push_back(e.add_request(ps[i], params[i]));
+    std::map<RequestId, RequestOutput> done;
+    while (e.has_unfinished())
+      for (auto& out : e.step()) done[out.id] = std::move(out);
+    lookahead = e.stats().num_lookahead_steps;
+    EXPECT_GT(e.stats().num_graph_replays, 0u);
+    std::vector<CompletionOutput> outs;
+    for (RequestId id : ids) outs.push_back(done.at(id).outputs[0]);
+    return outs;
+  };
+  uint64_t la_sync = 0, la_async = 0;
+  const auto sync = run(false, la_sync), async = run(true, la_async);
+  EXPECT_EQ(la_sync, 0u);
+  EXPECT_GT(la_async, 20u);
+  for (size_t i = 0; i < sync.size(); ++i) {
+    EXPECT_EQ(async[i].token_ids, sync[i].token_ids) << "request " << i;
+    EXPECT_EQ(async[i].logprobs, sync[i].logprobs) << "request " << i;
+    EXPECT_EQ(async[i].token_ids.size(), size_t(params[i].max_tokens)) << "request " << i;
+  }
 }
 
 // vLLM's promise: sleep gives the memory back to the driver. The engine takes half of the free

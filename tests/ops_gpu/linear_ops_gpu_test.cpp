@@ -1,5 +1,6 @@
 // CUDA backend vs double-precision host references: construction, copies, dtype conversion,
 // gemm, bias and residual adds, embedding, optimizer ops.
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -32,6 +33,16 @@ TEST_F(OpsGpu, CopiesRoundTripAndFillZeroClears) {
   ops->copy_to_device_queued(b.get(), v.data(), v.size() * 4);
   ops->synchronize();
   EXPECT_EQ(download<float>(*ops, b, v.size()), v);
+  // The same from and into the backend's own (pinned) host memory.
+  auto pinned = ops->host_buffer(v.size() * 4);
+  auto* hp = static_cast<float*>(pinned.get());
+  std::copy(v.begin(), v.end(), hp);
+  ops->fill_zero(b.get(), v.size() * 4);
+  ops->copy_to_device_queued(b.get(), hp, v.size() * 4);
+  ops->synchronize();
+  std::fill(hp, hp + v.size(), -1.f);
+  ops->copy_to_host(hp, b.get(), v.size() * 4);
+  EXPECT_TRUE(std::equal(v.begin(), v.end(), hp));
 }
 
 TEST_F(OpsGpu, ConvertMatchesHostRoundingInEveryDirection) {

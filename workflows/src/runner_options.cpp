@@ -39,6 +39,7 @@ actors::WorkerOptions worker_options(const WorkflowSpec& s, siesta::Device devic
   e.block_size = s.engine.block_size;
   e.max_model_len = s.engine.max_model_len;
   e.enable_cuda_graphs = s.engine.cuda_graphs;
+  e.async_scheduling = s.engine.async_scheduling;
   e.seed = uint64_t(s.seeds.global);
   if (s.engine.kv_cache_bytes) {
     e.kv_cache_bytes = *s.engine.kv_cache_bytes;

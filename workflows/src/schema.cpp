@@ -190,6 +190,8 @@ void describe_workflow(SchemaVisitor& v, WorkflowSpec& s) {
     choice(v, "wake_order", s.engine.wake_order, {{"weights_first", "all"}},
            "weights_first wakes weights, syncs, then the KV cache");
     v.boolean("cuda_graphs", s.engine.cuda_graphs, "capture decode steps as CUDA graphs (cuda)");
+    v.boolean("async_scheduling", s.engine.async_scheduling,
+              "queue each decode step before the previous one's tokens reach the host");
   });
 
   v.section("trainer", "the trainer", [&] {

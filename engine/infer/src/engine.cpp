@@ -268,26 +268,38 @@ bool InferenceEngine::Impl::abort(RequestId id, const std::string& reason) {
 // ---------------------------------------------------------------------------------------------
 
 void InferenceEngine::Impl::step() {
-  if (requests.empty()) return;
-  check_can_generate();
-  auto t0 = Clock::now();
-  SchedulerOutput out = scheduler->schedule();
-  if (out.empty()) {
-    if (scheduler->num_running() == 0 && scheduler->num_waiting() > 0)
-      throw InferError(ErrorKind::Internal,
-                       "no waiting request fits the KV cache (" +
-                           std::to_string(blocks->num_free_blocks()) + " of " +
-                           std::to_string(blocks->num_blocks()) + " blocks free)");
-    return;
+  if (inflight.empty()) {
+    if (requests.empty()) return;
+    check_can_generate();
+    auto t0 = Clock::now();
+    SchedulerOutput out = scheduler->schedule();
+    if (out.empty()) {
+      if (scheduler->num_running() == 0 && scheduler->num_waiting() > 0)
+        throw InferError(ErrorKind::Internal,
+                         "no waiting request fits the KV cache (" +
+                             std::to_string(blocks->num_free_blocks()) + " of " +
+                             std::to_string(blocks->num_blocks()) + " blocks free)");
+      return;
+    }
+    launch(std::move(out), t0, nullptr);
   }
-  runner->copy_blocks(out.copies);
+  if (opt.async_scheduling) try_lookahead();
+  complete_oldest();
+}
 
-  std::vector<int> fanout;
-  std::vector<kernels::SamplingRow> rows;
+void InferenceEngine::Impl::launch(SchedulerOutput out, Clock::time_point t0,
+                                   const InFlight* inputs_from) {
+  runner->copy_blocks(out.copies);
+  InFlight st;
+  st.id = next_step_id++;
+  st.t0 = t0;
+  st.decode_only = true;
   for (Sequence* s : out.seqs) {
     const SamplingParams& p = s->request->params;
     int f = s->fanout();
-    fanout.push_back(f);
+    st.fanout.push_back(f);
+    st.prefill.push_back(s->output_len() == 0 && s->num_preemptions == 0);
+    st.decode_only = st.decode_only && f == 1 && s->num_new_tokens() == 1;
     for (int j = 0; j < f; ++j) {
       kernels::SamplingRow row;
       row.temperature = p.temperature;
@@ -295,24 +307,87 @@ void InferenceEngine::Impl::step() {
       row.top_p = p.top_p;
       row.seed = j == 0 ? s->seed : mix_seed(*p.seed, uint64_t(j));
       row.step = uint64_t(s->output_len());
-      rows.push_back(row);
+      st.host_drawn = st.host_drawn || (row.temperature > 0.f &&
+                                         ((row.top_k > 0 && row.top_k < cfg.vocab_size) ||
+                                          row.top_p < 1.f));
+      st.rows.push_back(row);
     }
   }
+  st.launch = runner->launch(out.seqs, st.fanout, *blocks, st.rows,
+                             inputs_from ? &inputs_from->launch : nullptr);
+  st.launch_ms = std::chrono::duration<double, std::milli>(runner->forward_launched_at() - t0).count();
+  // From here on the device computes these tokens' K/V.
+  for (Sequence* s : out.seqs) s->num_computed = int(s->tokens.size());
+  st.seqs = std::move(out.seqs);
+  inflight.push_back(std::move(st));
+}
+
+// Queues the step after the one in flight, its input tokens taken from that step's draw on the
+// device. Only where the next step is known before the draw: the same running sequences, each
+// decoding one more token that its length limits allow, a KV slot for it without preempting
+// anyone, no request waiting to be admitted, and no row drawn on the host.
+bool InferenceEngine::Impl::try_lookahead() {
+  if (inflight.size() != 1) return false;
+  const InFlight& a = inflight.back();
+  if (!a.decode_only || a.host_drawn || scheduler->num_waiting() > 0 ||
+      scheduler->running() != a.seqs)
+    return false;
+  int need = 0;
+  for (Sequence* s : a.seqs) {
+    const SamplingParams& p = s->request->params;
+    // After a's token the sequence has output_len() + 1 tokens; the next step draws one more.
+    if (s->output_len() + 1 >= p.max_tokens || int(s->tokens.size()) + 1 >= max_model_len)
+      return false;
+    need += blocks->blocks_needed_to_write(s->id, int(s->tokens.size()),
+                                           int(s->tokens.size()) + 1);
+  }
+  if (need > blocks->num_free_blocks()) return false;
+  auto t0 = Clock::now();
+  InFlight& front = inflight.back();
+  for (Sequence* s : front.seqs) s->tokens.push_back(0);  // a's token, filled in when read
+  front.placeholders = true;
+  try {
+    SchedulerOutput out = scheduler->schedule();
+    if (out.seqs != front.seqs || !out.preempted.empty())
+      throw InferError(ErrorKind::Internal,
+                       "async scheduling: the lookahead step does not match the step in flight (" +
+                           std::to_string(out.seqs.size()) + " vs " +
+                           std::to_string(front.seqs.size()) + " sequences, " +
+                           std::to_string(out.preempted.size()) + " preempted)");
+    launch(std::move(out), t0, &front);
+  } catch (...) {
+    // Nothing queued: the step in flight completes as if no lookahead had been tried.
+    for (Sequence* s : front.seqs) s->tokens.pop_back();
+    front.placeholders = false;
+    throw;
+  }
+  ++n_lookahead;
+  return true;
+}
+
+void InferenceEngine::Impl::complete_oldest() {
+  InFlight st = std::move(inflight.front());
+  inflight.pop_front();
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
-  runner->run(out.seqs, fanout, *blocks, rows, tokens, logprobs);
+  runner->collect(st.launch, tokens, logprobs);
 
   std::vector<Sequence*> touched;
   size_t r = 0;
-  for (size_t i = 0; i < out.seqs.size(); ++i) {
-    Sequence* s = out.seqs[i];
-    s->num_computed = int(s->tokens.size());
+  for (size_t i = 0; i < st.seqs.size(); ++i) {
+    Sequence* s = st.seqs[i];
+    if (s->status == SeqStatus::Finished) {
+      // Aborted, or stopped by the step before while this one was already queued: its draw
+      // is not part of the output.
+      r += size_t(st.fanout[i]);
+      continue;
+    }
     Request& req = *s->request;
-    if (s->output_len() == 0 && s->num_preemptions == 0) prompt_tokens += uint64_t(s->prompt_len);
+    if (st.prefill[i]) prompt_tokens += uint64_t(s->prompt_len);
     std::vector<Sequence*> group = {s};
-    if (fanout[i] > 1) {
+    if (st.fanout[i] > 1) {
       // The prompt is computed: fork the other samples, sharing its blocks.
-      for (int j = 1; j < fanout[i]; ++j) {
+      for (int j = 1; j < st.fanout[i]; ++j) {
         auto c = std::make_unique<Sequence>();
         c->id = next_seq_id++;
         c->request = &req;
@@ -320,7 +395,7 @@ void InferenceEngine::Impl::step() {
         c->tokens = s->tokens;
         c->prompt_len = s->prompt_len;
         c->num_computed = s->num_computed;
-        c->seed = rows[r + size_t(j)].seed;
+        c->seed = st.rows[r + size_t(j)].seed;
         blocks->fork(s->id, c->id);
         scheduler->add_running(c.get());
         group.push_back(c.get());
@@ -329,7 +404,7 @@ void InferenceEngine::Impl::step() {
       req.forked = true;
     }
     for (Sequence* g : group) {
-      append_token(*g, tokens[r], logprobs[r]);
+      append_token(*g, tokens[r], logprobs[r], st.placeholders);
       ++r;
       touched.push_back(g);
     }
@@ -340,16 +415,23 @@ void InferenceEngine::Impl::step() {
     ids.insert(s->request->id);
   }
   for (RequestId id : ids) retire_if_done(id);
+  // Requests retired while this step was in flight are no longer pointed at.
+  std::erase_if(retired, [&](const auto& e) { return e.first <= st.id; });
   ++n_steps;
-  last_step_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-  last_step_launch_ms =
-      std::chrono::duration<double, std::milli>(runner->forward_launched_at() - t0).count();
+  last_step_ms = std::chrono::duration<double, std::milli>(Clock::now() - st.t0).count();
+  last_step_launch_ms = st.launch_ms;
 }
 
-void InferenceEngine::Impl::append_token(Sequence& s, int32_t token, float logprob) {
+void InferenceEngine::Impl::settle() {
+  while (!inflight.empty()) complete_oldest();
+}
+
+void InferenceEngine::Impl::append_token(Sequence& s, int32_t token, float logprob,
+                                         bool into_placeholder) {
   Request& req = *s.request;
   const SamplingParams& p = req.params;
-  s.tokens.push_back(token);
+  if (into_placeholder) s.tokens.back() = token;
+  else s.tokens.push_back(token);
   if (p.logprobs) s.logprobs.push_back(logprob);
   ++gen_tokens;
   if (req.ttft_s < 0)
@@ -488,6 +570,8 @@ void InferenceEngine::Impl::retire_if_done(RequestId id) {
   if (!done) return;
   finished.push_back(make_output(r));
   ++n_finished;
+  // A step in flight may still point at its sequences: kept until that step completed.
+  if (!inflight.empty()) retired.emplace_back(inflight.back().id, std::move(it->second));
   requests.erase(it);
 }
 
@@ -585,6 +669,7 @@ EngineStats InferenceEngine::stats() const {
   s.workspace_bytes = m.ws_alloc.bytes;
   s.num_cuda_graphs = m.runner->num_graphs();
   s.num_graph_replays = m.runner->num_graph_replays();
+  s.num_lookahead_steps = m.n_lookahead;
   s.last_step_ms = m.last_step_ms;
   s.last_step_launch_ms = m.last_step_launch_ms;
   s.sleep = m.sleep;

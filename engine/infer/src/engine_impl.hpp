@@ -2,11 +2,14 @@
 // engine_sleep.cpp (sleep/wake, weight updates).
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model_runner.hpp"
@@ -55,14 +58,42 @@ struct InferenceEngine::Impl {
   uint64_t n_finished = 0, n_steps = 0, prompt_tokens = 0, gen_tokens = 0;
   double last_step_ms = 0, last_step_launch_ms = 0;
 
+  // A step queued on the device whose draw has not been read yet. With async scheduling a
+  // decode step is followed by the next one before its tokens reach the host (the next takes
+  // them from the device); at most two are in flight, completed in launch order.
+  struct InFlight {
+    uint64_t id = 0;
+    ModelRunner::Launch launch;
+    std::vector<Sequence*> seqs;
+    std::vector<int> fanout;
+    std::vector<kernels::SamplingRow> rows;
+    std::vector<bool> prefill;      // per sequence: its prompt is computed in this step
+    bool decode_only = false;       // one new token and one row per sequence
+    bool host_drawn = false;        // some row uses top_k / top_p (drawn on the host)
+    bool placeholders = false;      // each sequence already holds a token slot for this draw
+    std::chrono::steady_clock::time_point t0;
+    double launch_ms = 0;
+  };
+  std::deque<InFlight> inflight;
+  uint64_t next_step_id = 0, n_lookahead = 0;
+  // Requests retired while a step in flight may still point at their sequences, with the id
+  // of the step whose completion retired them; freed once the step after it completed.
+  std::vector<std::pair<uint64_t, std::unique_ptr<Request>>> retired;
+
   // ---- engine.cpp ----
   void build(EngineOptions options);
   void check_can_generate() const;
   void check_request(const std::vector<int32_t>& prompt, const SamplingParams& p) const;
   RequestId add_request(std::vector<int32_t> prompt, const SamplingParams& p, DeltaCallback cb);
   void step();
+  void launch(SchedulerOutput out, std::chrono::steady_clock::time_point t0,
+              const InFlight* inputs_from);
+  bool try_lookahead();
+  void complete_oldest();
+  void settle();   // completes every step in flight (before sleep, weight changes)
   bool abort(RequestId id, const std::string& reason);
-  void append_token(Sequence& s, int32_t token, float logprob);
+  // Appends a drawn token (into the slot reserved for it, if any) and applies stop rules.
+  void append_token(Sequence& s, int32_t token, float logprob, bool into_placeholder = false);
   void finish(Sequence& s, FinishReason r, std::string stop_reason, bool text_final = false);
   void deliver(Sequence& s);
   void retire_if_done(RequestId id);

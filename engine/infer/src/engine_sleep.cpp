@@ -41,6 +41,7 @@ void InferenceEngine::Impl::do_sleep(int level, SleepPolicy policy) {
       for (RequestId id : ids) abort(id, "engine sleep (level " + std::to_string(level) + ")");
     }
   }
+  settle();   // a step queued ahead (async scheduling) still reads the weights and KV cache
   ops->synchronize();
   try {
     if (level == 1) {
@@ -112,6 +113,8 @@ void InferenceEngine::Impl::do_update_weights(const std::vector<WeightUpdate>& t
   if (!sleep.weights_awake)
     throw InferError(ErrorKind::Sleeping,
                      "update_weights needs the weights awake; call wake_up({\"weights\"}) first");
+  // The steps queued ahead (async scheduling) finish on the weights they were launched with.
+  settle();
   std::map<std::string, const model::NamedTensor*> by_name;
   for (const auto& t : weights.named()) by_name[t.name] = &t;
   std::set<std::string> seen;
@@ -176,6 +179,8 @@ void InferenceEngine::Impl::do_load_weights(const std::filesystem::path& folder)
   if (!sleep.weights_awake)
     throw InferError(ErrorKind::Sleeping,
                      "load_weights needs the weights awake; call wake_up({\"weights\"}) first");
+  // The steps queued ahead (async scheduling) finish on the weights they were launched with.
+  settle();
   model::ModelFolder f = [&] {
     try {
       return model::load_model_folder(folder);
@@ -209,6 +214,7 @@ void InferenceEngine::wake_up(const std::vector<std::string>& tags) { impl_->do_
 
 bool InferenceEngine::reset_prefix_cache() {
   if (!impl_->requests.empty() || !impl_->sleep.kv_cache_awake) return false;
+  impl_->settle();   // a step queued ahead for requests that have since ended
   impl_->blocks->reset();
   return true;
 }
@@ -231,6 +237,9 @@ std::vector<WeightUpdate> InferenceEngine::weight_destinations() {
   if (!impl_->sleep.weights_awake)
     throw InferError(ErrorKind::Sleeping,
                      "weight_destinations needs the weights awake; call wake_up({\"weights\"}) first");
+  // The writer uses its own stream: no step queued ahead may still be reading the weights.
+  impl_->settle();
+  impl_->ops->synchronize();
   std::vector<WeightUpdate> out;
   for (const auto& t : impl_->weights.named()) out.emplace_back(t.name, t.view);
   return out;

@@ -2,6 +2,7 @@
 #include "model_runner.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "cuda_graphs.hpp"
@@ -58,7 +59,10 @@ ModelRunner::ModelRunner(const model::ModelConfig& cfg, kernels::Ops& ops,
   logits_ = p;
   p += align_up(size_t(limits.max_num_seqs) * size_t(cfg.vocab_size) * dtype_size(act));
   meta_dev_ = reinterpret_cast<int32_t*>(p);
-  meta_host_.assign(meta_ints(limits), 0);
+  for (auto& m : meta_host_) {
+    m = ops.host_buffer(meta_ints(limits) * sizeof(int32_t));
+    std::memset(m.get(), 0, meta_ints(limits) * sizeof(int32_t));
+  }
   block_bytes_ = size_t(kv_.empty() ? 0 : kv_[0].block_size) * size_t(cfg.num_key_value_heads) *
                  size_t(cfg.head_dim) * dtype_size(act);
 }
@@ -78,8 +82,8 @@ void ModelRunner::copy_blocks(const std::vector<BlockCopy>& copies) {
 }
 
 void ModelRunner::stage(const std::vector<Sequence*>& seqs, const BlockManager* blocks,
-                        const BatchLayout& L, int n_pad_seqs) {
-  int32_t* h = meta_host_.data();
+                        const BatchLayout& L, int n_pad_seqs, int slot) {
+  auto* h = static_cast<int32_t*>(meta_host_[slot].get());
   const int bs = blocks ? blocks->block_size() : 1;
   int t = 0, r = 0;
   h[L.q_start] = 0;
@@ -110,8 +114,8 @@ void ModelRunner::stage(const std::vector<Sequence*>& seqs, const BlockManager* 
     int32_t* row = h + L.block_table + int64_t(i) * L.max_blocks_per_seq;
     std::fill(row, row + L.max_blocks_per_seq, 0);
   }
-  // Queued: meta_host_ is next written by the next step's stage, after this step's sampling
-  // has waited for the stream.
+  // Queued: this slot's host buffer is written again two launches later, after this launch's
+  // draw was collected (which waited for everything queued before it, this copy included).
   ops_.copy_to_device_queued(meta_dev_, h, size_t(L.total) * sizeof(int32_t));
 }
 
@@ -131,9 +135,10 @@ kernels::PagedBatch ModelRunner::batch_view(const BatchLayout& L, int n_seqs, in
   return b;
 }
 
-void ModelRunner::run(const std::vector<Sequence*>& seqs, const std::vector<int>& fanout,
-                      const BlockManager& blocks, const std::vector<kernels::SamplingRow>& rows,
-                      std::vector<int32_t>& tokens, std::vector<float>& logprobs) {
+ModelRunner::Launch ModelRunner::launch(const std::vector<Sequence*>& seqs,
+                                        const std::vector<int>& fanout, const BlockManager& blocks,
+                                        const std::vector<kernels::SamplingRow>& rows,
+                                        const Launch* inputs_from) {
   int n_tokens = 0, max_q = 0, max_ctx = 0, mb = 1, n_rows = 0;
   bool decode_only = true;
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -153,23 +158,40 @@ void ModelRunner::run(const std::vector<Sequence*>& seqs, const std::vector<int>
                          std::to_string(limits_.max_tokens) + " / " +
                          std::to_string(limits_.max_num_seqs) + ")");
   const int n_seqs = int(seqs.size());
+  if (inputs_from && (!decode_only || inputs_from->n_rows != n_seqs))
+    throw InferError(ErrorKind::Internal,
+                     "model runner: a step fed by the previous draw must decode one token per "
+                     "sequence of that draw (" + std::to_string(n_seqs) + " sequences, " +
+                         std::to_string(inputs_from->n_rows) + " rows drawn)");
+  Launch l;
+  l.slot = next_slot_;
+  l.n_rows = n_rows;
+  next_slot_ ^= 1;
   int padded = graphs_ && decode_only ? graphs_->padded_batch(n_seqs) : 0;
   if (padded > 0) {
     BatchLayout L = BatchLayout::compact(padded, padded, padded, limits_.max_blocks_per_seq);
-    stage(seqs, &blocks, L, padded);
+    stage(seqs, &blocks, L, padded, l.slot);
+    if (inputs_from) ops_.copy_sampled_tokens(inputs_from->slot, meta_dev_ + L.tokens, n_seqs);
     graphs_->replay(padded);
     ++graph_replays_;
   } else {
     BatchLayout L = BatchLayout::compact(n_tokens, n_seqs, n_seqs, mb);
-    stage(seqs, &blocks, L, n_seqs);
+    stage(seqs, &blocks, L, n_seqs, l.slot);
+    if (inputs_from) ops_.copy_sampled_tokens(inputs_from->slot, meta_dev_ + L.tokens, n_seqs);
     kernels::PagedBatch b = batch_view(L, n_seqs, n_tokens, max_q, max_ctx);
     model_->forward(meta_dev_ + L.tokens, b, meta_dev_ + L.rows, n_seqs, logits_);
     if (n_rows > n_seqs) expand_rows(fanout);
   }
   launched_at_ = std::chrono::steady_clock::now();
-  tokens.resize(size_t(n_rows));
-  logprobs.resize(size_t(n_rows));
-  ops_.sample(tokens.data(), logprobs.data(), logits_, n_rows, cfg_.vocab_size, rows.data());
+  ops_.sample_enqueue(l.slot, logits_, n_rows, cfg_.vocab_size, rows.data());
+  return l;
+}
+
+void ModelRunner::collect(const Launch& l, std::vector<int32_t>& tokens,
+                          std::vector<float>& logprobs) {
+  tokens.resize(size_t(l.n_rows));
+  logprobs.resize(size_t(l.n_rows));
+  ops_.sample_collect(l.slot, tokens.data(), logprobs.data());
 }
 
 void ModelRunner::expand_rows(const std::vector<int>& fanout) {

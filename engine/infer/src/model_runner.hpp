@@ -46,11 +46,21 @@ class ModelRunner {
   // Copy-on-write of whole blocks (every layer's K and V), before the forward that writes them.
   void copy_blocks(const std::vector<BlockCopy>& copies);
 
-  // Computes the new tokens of seqs and samples rows.size() tokens: fanout[i] rows from the
-  // last new token of seqs[i], in order. tokens/logprobs are resized to rows.size().
-  void run(const std::vector<Sequence*>& seqs, const std::vector<int>& fanout,
-           const BlockManager& blocks, const std::vector<kernels::SamplingRow>& rows,
-           std::vector<int32_t>& tokens, std::vector<float>& logprobs);
+  // A step queued on the device (forward and sampling); collect() reads its draw. At most
+  // two are outstanding at a time, collected in launch order (the engine's lookahead).
+  struct Launch {
+    int slot = -1;   // sampling result slot and host metadata buffer
+    int n_rows = 0;
+  };
+  // Queues the new tokens of seqs and the draw of rows.size() tokens: fanout[i] rows from the
+  // last new token of seqs[i], in order. inputs_from (a decode step of one new token per
+  // sequence only): the step whose draw, still on the device, is this step's input tokens, one
+  // per sequence in order; the host's tokens at those positions are placeholders.
+  Launch launch(const std::vector<Sequence*>& seqs, const std::vector<int>& fanout,
+                const BlockManager& blocks, const std::vector<kernels::SamplingRow>& rows,
+                const Launch* inputs_from = nullptr);
+  // Waits for l's draw (not for anything queued after it); tokens/logprobs get l.n_rows.
+  void collect(const Launch& l, std::vector<int32_t>& tokens, std::vector<float>& logprobs);
 
   // Captures decode graphs for padded batch sizes up to max_batch (GPU only; a no-op
   // returning 0 elsewhere). The KV cache and weights may hold anything: graphs record
@@ -58,15 +68,14 @@ class ModelRunner {
   int capture_graphs(int max_batch);
   int num_graphs() const;
   uint64_t num_graph_replays() const { return graph_replays_; }
-  // When the last run() had its forward enqueued (graph replayed or kernels launched), before
-  // sampling waited for it.
+  // When the last launch() had its forward enqueued (graph replayed or kernels launched).
   std::chrono::steady_clock::time_point forward_launched_at() const { return launched_at_; }
 
  private:
   // Writes seqs' metadata (then padding sequences up to n_pad_seqs) at layout L and copies it
   // to the device. blocks may be null when seqs is empty.
   void stage(const std::vector<Sequence*>& seqs, const BlockManager* blocks,
-             const BatchLayout& L, int n_pad_seqs);
+             const BatchLayout& L, int n_pad_seqs, int slot = 0);
   // Spreads one logits row per sequence into fanout[i] consecutive rows, in place.
   void expand_rows(const std::vector<int>& fanout);
   kernels::PagedBatch batch_view(const BatchLayout& L, int n_seqs, int n_tokens, int max_q_len,
@@ -80,7 +89,10 @@ class ModelRunner {
   std::unique_ptr<model::InferenceModel> model_;
   void* logits_ = nullptr;               // [max_num_seqs, vocab] act dtype
   int32_t* meta_dev_ = nullptr;          // int32 metadata region
-  std::vector<int32_t> meta_host_;       // its staging copy
+  // Its staging copies (Ops::host_buffer: pinned on CUDA), one per outstanding launch: the
+  // upload of one may still be queued while the next is staged.
+  std::shared_ptr<void> meta_host_[2];
+  int next_slot_ = 0;
   std::unique_ptr<CudaGraphs> graphs_;
   uint64_t graph_replays_ = 0;
   std::chrono::steady_clock::time_point launched_at_{};

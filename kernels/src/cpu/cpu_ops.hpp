@@ -72,8 +72,10 @@ class CpuOps final : public Ops {
   void token_logprobs_backward(void* dlogits, const void* logits, const int32_t* targets,
                                const float* dlogprob_f32, int64_t n, int64_t vocab) override;
 
-  void sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
-              int64_t vocab, const SamplingRow* rows_host) override;
+  void sample_enqueue(int slot, const void* logits, int64_t n, int64_t vocab,
+                      const SamplingRow* rows_host) override;
+  void sample_collect(int slot, int32_t* tokens_host, float* logprob_f32_host) override;
+  void copy_sampled_tokens(int slot, int32_t* dst, int64_t n) override;
 
   void sum_squares(float* out_f32, const float* x_f32, int64_t n) override;
   void scale(float* x_f32, int64_t n, float s) override;
@@ -85,6 +87,13 @@ class CpuOps final : public Ops {
   // CPU backend is used from one thread at a time, like a CUDA stream.
   std::vector<float> scratch_a_, scratch_b_, scratch_c_;
   std::vector<float> fused_xn_, fused_k_, fused_v_, fused_up_;  // fused decode intermediates
+  // Draws made by sample_enqueue (at once: this backend has no queue), until collected.
+  struct SampleSlot {
+    std::vector<int32_t> tokens;
+    std::vector<float> logprobs;
+  };
+  SampleSlot sample_slots_[kSampleSlots];
+  SampleSlot& sample_slot(int slot, const char* op);
 };
 
 // Draws one token from fp32 logits[vocab] as SamplingRow describes; host-only, so a backend

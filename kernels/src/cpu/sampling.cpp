@@ -91,12 +91,35 @@ void sample_row(const float* z, int64_t vocab, const SamplingRow& row, int32_t* 
   if (logprob) *logprob = float(log_softmax_at(z, vocab, chosen));
 }
 
-void CpuOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
-                    int64_t vocab, const SamplingRow* rows_host) {
+CpuOps::SampleSlot& CpuOps::sample_slot(int slot, const char* op) {
+  if (slot < 0 || slot >= kSampleSlots)
+    throw KernelError(std::string(op) + ": slot " + std::to_string(slot) + " (allowed: 0.." +
+                      std::to_string(kSampleSlots - 1) + ")");
+  return sample_slots_[slot];
+}
+
+void CpuOps::sample_enqueue(int slot, const void* logits, int64_t n, int64_t vocab,
+                            const SamplingRow* rows_host) {
+  SampleSlot& s = sample_slot(slot, "sample_enqueue");
+  s.tokens.assign(size_t(std::max<int64_t>(n, 0)), 0);
+  s.logprobs.assign(s.tokens.size(), 0.f);
   const float* z = static_cast<const float*>(logits);
   for (int64_t i = 0; i < n; ++i)
-    sample_row(z + i * vocab, vocab, rows_host[i], tokens_host + i,
-               logprob_f32_host ? logprob_f32_host + i : nullptr);
+    sample_row(z + i * vocab, vocab, rows_host[i], &s.tokens[size_t(i)], &s.logprobs[size_t(i)]);
+}
+
+void CpuOps::sample_collect(int slot, int32_t* tokens_host, float* logprob_f32_host) {
+  const SampleSlot& s = sample_slot(slot, "sample_collect");
+  std::copy(s.tokens.begin(), s.tokens.end(), tokens_host);
+  if (logprob_f32_host) std::copy(s.logprobs.begin(), s.logprobs.end(), logprob_f32_host);
+}
+
+void CpuOps::copy_sampled_tokens(int slot, int32_t* dst, int64_t n) {
+  const SampleSlot& s = sample_slot(slot, "copy_sampled_tokens");
+  if (n < 0 || size_t(n) > s.tokens.size())
+    throw KernelError("copy_sampled_tokens: " + std::to_string(n) + " tokens, the slot holds " +
+                      std::to_string(s.tokens.size()));
+  std::copy(s.tokens.begin(), s.tokens.begin() + n, dst);
 }
 
 }  // namespace siesta::kernels::cpu

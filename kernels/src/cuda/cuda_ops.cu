@@ -86,6 +86,8 @@ CudaOps::~CudaOps() {
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
   if (step_sync_) cudaFree(step_sync_);
+  for (SampleSlot& s : sample_slots_)
+    if (s.done) cudaEventDestroy(s.done);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -115,6 +117,13 @@ void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {
   activate();
   SIESTA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+std::shared_ptr<void> CudaOps::host_buffer(size_t bytes) {
+  activate();
+  void* p = nullptr;
+  SIESTA_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocPortable));
+  return std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
 }
 
 void CudaOps::copy_on_device(void* dst, const void* src, size_t bytes) {

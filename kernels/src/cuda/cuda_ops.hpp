@@ -12,6 +12,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
+#include <memory>
 
 #include "siesta/kernels/error.hpp"
 #include "siesta/kernels/ops.hpp"
@@ -68,6 +70,7 @@ class CudaOps final : public Ops {
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_device_queued(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  std::shared_ptr<void> host_buffer(size_t bytes) override;
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
   void convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) override;
@@ -118,8 +121,10 @@ class CudaOps final : public Ops {
   void token_logprobs_backward(void* dlogits, const void* logits, const int32_t* targets,
                                const float* dlogprob_f32, int64_t n, int64_t vocab) override;
 
-  void sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
-              int64_t vocab, const SamplingRow* rows_host) override;
+  void sample_enqueue(int slot, const void* logits, int64_t n, int64_t vocab,
+                      const SamplingRow* rows_host) override;
+  void sample_collect(int slot, int32_t* tokens_host, float* logprob_f32_host) override;
+  void copy_sampled_tokens(int slot, int32_t* dst, int64_t n) override;
 
   void sum_squares(float* out_f32, const float* x_f32, int64_t n) override;
   void scale(float* x_f32, int64_t n, float s) override;
@@ -146,9 +151,23 @@ class CudaOps final : public Ops {
   void* cublas_workspace_ = nullptr;
   unsigned* step_sync_ = nullptr;  // decode_layers: how far each block got, per layer and op
   Scratch attn_scratch_;     // attention score matrices, pointer arrays, dK/dV fp32 sums
-  Scratch sample_scratch_;   // sampling: partial results per block, rows in, results out
-  Scratch sample_counters_;  // sampling: blocks done per row (zero between calls)
-  HostScratch sample_host_;  // sampling: rows in, results out, pinned
+  // Sampling, per result slot (Ops::sample_enqueue): device scratch (partial results per
+  // block, rows, results), blocks done per row (zero between calls), pinned rows and results,
+  // the event recorded once the results reached the host, and what collect needs for rows
+  // drawn on the host.
+  struct SampleSlot {
+    Scratch scratch, counters;
+    HostScratch host;
+    cudaEvent_t done = nullptr;
+    const void* logits = nullptr;
+    int64_t n = 0, vocab = 0;
+    bool pending = false;   // enqueued, not collected
+    std::vector<SamplingRow> rows;
+    void* d_results = nullptr;
+    void* h_results = nullptr;
+  };
+  SampleSlot sample_slots_[kSampleSlots];
+  SampleSlot& sample_slot(int slot, const char* op);
 };
 
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;

@@ -197,10 +197,28 @@ bool truncates(const SamplingRow& r, int64_t vocab) {
   return r.temperature > 0.f && ((r.top_k > 0 && r.top_k < vocab) || r.top_p < 1.f);
 }
 
+// The slot's tokens into dst: the next decode step's input.
+__global__ void copy_tokens_kernel(int32_t* __restrict__ dst, const RowResult* __restrict__ res,
+                                   int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = res[i].token;
+}
+
 }  // namespace
 
-void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
-                     int64_t vocab, const SamplingRow* rows_host) {
+CudaOps::SampleSlot& CudaOps::sample_slot(int slot, const char* op) {
+  if (slot < 0 || slot >= kSampleSlots)
+    throw KernelError(std::string(op) + ": slot " + std::to_string(slot) + " (allowed: 0.." +
+                      std::to_string(kSampleSlots - 1) + ")");
+  return sample_slots_[slot];
+}
+
+void CudaOps::sample_enqueue(int slot_index, const void* logits, int64_t n, int64_t vocab,
+                             const SamplingRow* rows_host) {
+  SampleSlot& slot = sample_slot(slot_index, "sample_enqueue");
+  slot.pending = false;
+  slot.n = 0;
   if (n <= 0) return;
   require(vocab > 0 && vocab < (int64_t(1) << 31),
           [&] { return "sample: vocab must be in [1, 2^31) (got " + std::to_string(vocab) + ")"; });
@@ -224,20 +242,21 @@ void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* 
   auto align = [](size_t b) { return (b + 255) / 256 * 256; };
   const size_t partial_bytes = align(size_t(n) * size_t(splits) * sizeof(Acc));
   const size_t params_bytes = n > kArgRows ? align(size_t(n) * sizeof(RowParams)) : 0;
-  char* base = static_cast<char*>(sample_scratch_.get(
+  char* base = static_cast<char*>(slot.scratch.get(
       partial_bytes + params_bytes + size_t(n) * sizeof(RowResult), stream_));
   auto* d_partial = reinterpret_cast<Acc*>(base);
   auto* d_params = n > kArgRows ? reinterpret_cast<RowParams*>(base + partial_bytes) : nullptr;
   auto* d_results = reinterpret_cast<RowResult*>(base + partial_bytes + params_bytes);
   // The per-row counters start at zero and every call leaves them there.
   const size_t counter_bytes = size_t(n) * sizeof(unsigned);
-  const bool fresh = sample_counters_.capacity() < counter_bytes;
-  auto* counters = static_cast<unsigned*>(sample_counters_.get(counter_bytes, stream_));
+  const bool fresh = slot.counters.capacity() < counter_bytes;
+  auto* counters = static_cast<unsigned*>(slot.counters.get(counter_bytes, stream_));
   if (fresh)
-    SIESTA_CUDA_CHECK(cudaMemsetAsync(counters, 0, sample_counters_.capacity(), stream_));
-  // Pinned host memory: the copies are plain DMA, no staging through a driver buffer.
+    SIESTA_CUDA_CHECK(cudaMemsetAsync(counters, 0, slot.counters.capacity(), stream_));
+  // Pinned host memory: the copies are plain DMA, no staging through a driver buffer. A slot
+  // is enqueued again only after it was collected, so its host arrays are free.
   auto* h_params = static_cast<RowParams*>(
-      sample_host_.get(align(size_t(n) * sizeof(RowParams)) + size_t(n) * sizeof(RowResult)));
+      slot.host.get(align(size_t(n) * sizeof(RowParams)) + size_t(n) * sizeof(RowResult)));
   auto* h_results = reinterpret_cast<RowResult*>(reinterpret_cast<char*>(h_params) +
                                                  align(size_t(n) * sizeof(RowParams)));
   ArgRows arg_rows{};
@@ -257,21 +276,62 @@ void CudaOps::sample(int32_t* tokens_host, float* logprob_f32_host, const void* 
   SIESTA_CUDA_LAUNCH_CHECK();
   SIESTA_CUDA_CHECK(cudaMemcpyAsync(h_results, d_results, size_t(n) * sizeof(RowResult),
                                     cudaMemcpyDeviceToHost, stream_));
-  SIESTA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (!slot.done) SIESTA_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+  SIESTA_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
+  slot.logits = logits;
+  slot.n = n;
+  slot.vocab = vocab;
+  slot.rows.assign(rows_host, rows_host + n);
+  slot.d_results = d_results;
+  slot.h_results = h_results;
+  slot.pending = true;
+}
 
+void CudaOps::sample_collect(int slot_index, int32_t* tokens_host, float* logprob_f32_host) {
+  SampleSlot& slot = sample_slot(slot_index, "sample_collect");
+  if (slot.n == 0) return;
+  require(slot.pending, [&] {
+    return "sample_collect: slot " + std::to_string(slot_index) +
+           " has nothing enqueued (sample_enqueue first; each draw is collected once)";
+  });
+  activate();
+  SIESTA_CUDA_CHECK(cudaEventSynchronize(slot.done));  // this slot only, not later work
+  slot.pending = false;
+  const auto* results = static_cast<const RowResult*>(slot.h_results);
   std::vector<uint16_t> row_bf16;
   std::vector<float> row;
-  for (int64_t i = 0; i < n; ++i) {
-    const RowResult& res = h_results[i];
+  for (int64_t i = 0; i < slot.n; ++i) {
+    const RowResult& res = results[i];
     tokens_host[i] = res.token;
-    logprob_f32_host[i] = res.logprob;
-    if (!truncates(rows_host[i], vocab)) continue;
-    row_bf16.resize(size_t(vocab));
-    row.resize(size_t(vocab));
-    copy_to_host(row_bf16.data(), static_cast<const bf16*>(logits) + i * vocab, size_t(vocab) * 2);
-    for (int64_t j = 0; j < vocab; ++j) row[size_t(j)] = bf16_to_f32(row_bf16[size_t(j)]);
-    cpu::sample_row(row.data(), vocab, rows_host[i], &tokens_host[i], &logprob_f32_host[i]);
+    if (logprob_f32_host) logprob_f32_host[i] = res.logprob;
+    if (!truncates(slot.rows[size_t(i)], slot.vocab)) continue;
+    row_bf16.resize(size_t(slot.vocab));
+    row.resize(size_t(slot.vocab));
+    copy_to_host(row_bf16.data(), static_cast<const bf16*>(slot.logits) + i * slot.vocab,
+                 size_t(slot.vocab) * 2);
+    for (int64_t j = 0; j < slot.vocab; ++j) row[size_t(j)] = bf16_to_f32(row_bf16[size_t(j)]);
+    float lp = 0.f;
+    cpu::sample_row(row.data(), slot.vocab, slot.rows[size_t(i)], &tokens_host[i], &lp);
+    if (logprob_f32_host) logprob_f32_host[i] = lp;
   }
+}
+
+void CudaOps::copy_sampled_tokens(int slot_index, int32_t* dst, int64_t n) {
+  SampleSlot& slot = sample_slot(slot_index, "copy_sampled_tokens");
+  require(n >= 0 && n <= slot.n && (n == 0 || slot.d_results), [&] {
+    return "copy_sampled_tokens: " + std::to_string(n) + " tokens, slot " +
+           std::to_string(slot_index) + " holds " + std::to_string(slot.n);
+  });
+  for (int64_t i = 0; i < n; ++i)
+    require(!truncates(slot.rows[size_t(i)], slot.vocab), [&] {
+      return "copy_sampled_tokens: row " + std::to_string(i) +
+             " uses top_k / top_p, which is drawn on the host at collect time";
+    });
+  if (n == 0) return;
+  activate();
+  copy_tokens_kernel<<<unsigned(std::min<int64_t>((n + 255) / 256, 1024)), 256, 0, stream_>>>(
+      dst, static_cast<const RowResult*>(slot.d_results), n);
+  SIESTA_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace siesta::kernels::cuda

@@ -99,6 +99,11 @@ class Ops {
     copy_to_device(dst, host_src, bytes);
   }
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  // Host memory that this backend's copies reach directly (page-locked on CUDA: a plain DMA, no
+  // staging through a driver buffer); ordinary memory on CPU. Freed when the last owner drops it.
+  virtual std::shared_ptr<void> host_buffer(size_t bytes) {
+    return std::shared_ptr<void>(::operator new(bytes), [](void* p) { ::operator delete(p); });
+  }
   virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   // n elements, dtypes among F32/BF16/F16, both buffers on this backend.
@@ -250,8 +255,26 @@ class Ops {
   // For each row i of logits [n, vocab] draws a token per rows[i] (host array), writing
   // tokens[i] and the log-prob of that token under the unmodified distribution
   // (temperature 1, no truncation), as vLLM reports it. tokens/logprob_f32 are host pointers.
-  virtual void sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits,
-                      int64_t n, int64_t vocab, const SamplingRow* rows_host) = 0;
+  // Blocking: sample_enqueue + sample_collect on a slot of its own.
+  void sample(int32_t* tokens_host, float* logprob_f32_host, const void* logits, int64_t n,
+              int64_t vocab, const SamplingRow* rows_host) {
+    sample_enqueue(kBlockingSampleSlot, logits, n, vocab, rows_host);
+    sample_collect(kBlockingSampleSlot, tokens_host, logprob_f32_host);
+  }
+  // The same in two halves, so that a decode step's sampling queues behind its forward and the
+  // next step can be launched before the host reads the draw (the engine's one-step lookahead).
+  // sample_enqueue queues the draw into result slot `slot` (0 .. kSampleSlots - 1; rows_host is
+  // read before it returns); sample_collect waits for that slot only and writes the host
+  // arrays; copy_sampled_tokens queues a copy of the slot's n tokens to dst (int32, this
+  // backend's memory): the next step's input tokens, without a trip through the host. Rows
+  // with top_k / top_p are drawn on the host at collect time: their logits must stay unchanged
+  // until then, and copy_sampled_tokens is not allowed for them.
+  static constexpr int kSampleSlots = 3;
+  static constexpr int kBlockingSampleSlot = kSampleSlots - 1;
+  virtual void sample_enqueue(int slot, const void* logits, int64_t n, int64_t vocab,
+                              const SamplingRow* rows_host) = 0;
+  virtual void sample_collect(int slot, int32_t* tokens_host, float* logprob_f32_host) = 0;
+  virtual void copy_sampled_tokens(int slot, int32_t* dst, int64_t n) = 0;
 
   // ---- optimizer ------------------------------------------------------------------------
   // Sum of squares of x_f32[n], added into *out_f32 (a device pointer on this backend).

@@ -52,6 +52,7 @@ struct EngineSpec {
   SleepLevels sleep_level;
   WakeOrder wake_order = WakeOrder::WeightsFirst;
   bool cuda_graphs = true;  // ignored on cpu
+  bool async_scheduling = true;
 };
 
 struct TrainerSpec {

@@ -60,6 +60,12 @@ struct EngineOptions {
   int max_model_len = 0;             // prompt + output tokens; 0 = the model's maximum
   int max_num_batched_tokens = 0;    // tokens per step; 0 = max(min(max_model_len, 8192), 2048)
   bool enable_cuda_graphs = true;    // decode steps replay captured graphs (GPU only)
+  // vLLM's async scheduling: while a decode step runs, the next one is queued with the
+  // running step's tokens as its input (they never wait for the host), so the host's work
+  // between steps overlaps the device's. Tokens are the same either way; a sequence that
+  // stops costs one step of wasted compute. Applies to steps of decode-only batches with
+  // no waiting request and no top_k / top_p row.
+  bool async_scheduling = true;
   uint64_t seed = 0;                 // preset weights; seeds of requests that give none
   // The pool to allocate from (shared with a trainer on the same device); null = own pool.
   std::shared_ptr<allocator::Pool> pool;
@@ -90,6 +96,10 @@ struct EngineStats {
   uint64_t weights_bytes = 0, kv_cache_bytes = 0, buffers_bytes = 0, workspace_bytes = 0;
   int num_cuda_graphs = 0;
   uint64_t num_graph_replays = 0;
+  // Steps queued before the step in front of them had its tokens read (async scheduling).
+  uint64_t num_lookahead_steps = 0;
+  // The last completed step, from its scheduling until its tokens were read (with async
+  // scheduling a queued-ahead step also waits for the step in front of it).
   double last_step_ms = 0;
   // Of it, the host's part before the forward was on its way: scheduling, the metadata upload,
   // the launch (with a GPU the forward then runs while the host waits for the sampled tokens;

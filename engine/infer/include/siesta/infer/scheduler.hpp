@@ -44,6 +44,7 @@ class Scheduler {
   int num_running_slots() const;
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
+  const std::vector<Sequence*>& running() const { return running_; }
   bool idle() const { return waiting_.empty() && running_.empty(); }
   uint64_t num_preemptions() const { return preemptions_; }
 
