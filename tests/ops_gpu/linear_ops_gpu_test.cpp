@@ -43,6 +43,21 @@ TEST_F(OpsGpu, CopiesRoundTripAndFillZeroClears) {
   std::fill(hp, hp + v.size(), -1.f);
   ops->copy_to_host(hp, b.get(), v.size() * 4);
   EXPECT_TRUE(std::equal(v.begin(), v.end(), hp));
+  // Read by a kernel straight from the page-locked buffer, queued behind a fill.
+  std::copy(v.begin(), v.end(), hp);
+  ops->fill_zero(b.get(), v.size() * 4);
+  ops->copy_host_buffer_to_device_queued(b.get(), hp, v.size() * 4);
+  ops->synchronize();
+  EXPECT_EQ(download<float>(*ops, b, v.size()), v);
+  // Ordinary host memory is refused, unless the driver maps it too (HMM): then it is copied.
+  ops->fill_zero(b.get(), v.size() * 4);
+  try {
+    ops->copy_host_buffer_to_device_queued(b.get(), v.data(), v.size() * 4);
+    ops->synchronize();
+    EXPECT_EQ(download<float>(*ops, b, v.size()), v);
+  } catch (const KernelError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a host_buffer()"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(OpsGpu, ConvertMatchesHostRoundingInEveryDirection) {

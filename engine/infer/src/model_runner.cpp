@@ -116,7 +116,7 @@ void ModelRunner::stage(const std::vector<Sequence*>& seqs, const BlockManager* 
   }
   // Queued: this slot's host buffer is written again two launches later, after this launch's
   // draw was collected (which waited for everything queued before it, this copy included).
-  ops_.copy_to_device_queued(meta_dev_, h, size_t(L.total) * sizeof(int32_t));
+  ops_.copy_host_buffer_to_device_queued(meta_dev_, h, size_t(L.total) * sizeof(int32_t));
 }
 
 kernels::PagedBatch ModelRunner::batch_view(const BatchLayout& L, int n_seqs, int n_tokens,

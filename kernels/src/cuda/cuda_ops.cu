@@ -40,10 +40,11 @@ void* HostScratch::get(size_t bytes) {
   if (bytes <= bytes_) return ptr_;
   if (ptr_) {
     SIESTA_CUDA_CHECK(cudaFreeHost(ptr_));
-    ptr_ = nullptr;
+    ptr_ = dev_ = nullptr;
     bytes_ = 0;
   }
-  SIESTA_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable));
+  SIESTA_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable | cudaHostAllocMapped));
+  SIESTA_CUDA_CHECK(cudaHostGetDevicePointer(&dev_, ptr_, 0));
   bytes_ = bytes;
   return ptr_;
 }
@@ -122,8 +123,40 @@ void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 std::shared_ptr<void> CudaOps::host_buffer(size_t bytes) {
   activate();
   void* p = nullptr;
-  SIESTA_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocPortable));
+  SIESTA_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 1),
+                                  cudaHostAllocPortable | cudaHostAllocMapped));
   return std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+}
+
+namespace {
+
+// 32-bit words from mapped host memory into device memory, one thread per word.
+__global__ void copy_words_kernel(uint32_t* __restrict__ dst, const uint32_t* __restrict__ src,
+                                  size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    dst[i] = src[i];
+}
+
+}  // namespace
+
+void CudaOps::copy_host_buffer_to_device_queued(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  require(bytes % 4 == 0 && reinterpret_cast<uintptr_t>(dst) % 4 == 0 &&
+              reinterpret_cast<uintptr_t>(src) % 4 == 0,
+          "copy_host_buffer_to_device_queued: bytes and both addresses must be multiples of 4");
+  activate();
+  void* src_dev = nullptr;
+  // A host_buffer() is mapped; anything else is refused here rather than read as garbage.
+  if (cudaHostGetDevicePointer(&src_dev, const_cast<void*>(src), 0) != cudaSuccess) {
+    cudaGetLastError();
+    throw KernelError("copy_host_buffer_to_device_queued: the source is not a host_buffer() "
+                      "of this backend (page-locked and mapped)");
+  }
+  const size_t words = bytes / 4;
+  copy_words_kernel<<<unsigned(std::min<size_t>((words + 255) / 256, 256)), 256, 0, stream_>>>(
+      static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src_dev), words);
+  SIESTA_CUDA_LAUNCH_CHECK();
 }
 
 void CudaOps::copy_on_device(void* dst, const void* src, size_t bytes) {

@@ -50,8 +50,11 @@ class HostScratch {
   HostScratch& operator=(const HostScratch&) = delete;
   ~HostScratch();
   void* get(size_t bytes);
+  // The same memory as the device sees it (mapped: kernels write results straight into it).
+  void* device_ptr() const { return dev_; }
 
  private:
+  void* dev_ = nullptr;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
 };
@@ -71,6 +74,8 @@ class CudaOps final : public Ops {
   void copy_to_device_queued(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
   std::shared_ptr<void> host_buffer(size_t bytes) override;
+  void copy_host_buffer_to_device_queued(void* dst, const void* host_buffer_src,
+                                         size_t bytes) override;
   void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
   void convert(void* dst, DType dst_t, const void* src, DType src_t, int64_t n) override;

@@ -137,7 +137,8 @@ __device__ __forceinline__ Acc block_combine(Acc a, Acc* red, int64_t vocab) {
 // partials in split order and writes the result. One kernel instead of two: an H200's batch-1
 // step spent 4.2 + 1.6 us in the two.
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(RowResult* __restrict__ out, Acc* __restrict__ partial,
+    sample_kernel(RowResult* __restrict__ out, RowResult* __restrict__ host_out,
+                  Acc* __restrict__ partial,
                   unsigned* __restrict__ counters, const bf16* __restrict__ logits,
                   ArgRows arg_rows, const RowParams* __restrict__ params, int64_t vocab,
                   int64_t per_split, bool vec) {
@@ -177,10 +178,10 @@ __global__ void __launch_bounds__(kThreads)
     // All -inf / NaN rows: fall back to token 0 rather than an out-of-range index.
     const int32_t tok = int32_t(b.idx < vocab ? b.idx : 0);
     const float lse = b.m + logf(b.s);
-    out[i].token = tok;
-    out[i].lse = lse;
-    out[i].logprob = to_f(row[tok]) - lse;
-    counters[i] = 0;  // ready for the next call
+    const RowResult res{tok, lse, to_f(row[tok]) - lse};
+    out[i] = res;       // the next step's input tokens (copy_sampled_tokens)
+    host_out[i] = res;  // mapped host memory: no copy back after the kernel
+    counters[i] = 0;    // ready for the next call
   }
 }
 
@@ -253,8 +254,9 @@ void CudaOps::sample_enqueue(int slot_index, const void* logits, int64_t n, int6
   auto* counters = static_cast<unsigned*>(slot.counters.get(counter_bytes, stream_));
   if (fresh)
     SIESTA_CUDA_CHECK(cudaMemsetAsync(counters, 0, slot.counters.capacity(), stream_));
-  // Pinned host memory: the copies are plain DMA, no staging through a driver buffer. A slot
-  // is enqueued again only after it was collected, so its host arrays are free.
+  // Pinned, mapped host memory: rows go up by plain DMA (above 64 rows), results are written
+  // there by the kernel. A slot is enqueued again only after it was collected, so its host
+  // arrays are free.
   auto* h_params = static_cast<RowParams*>(
       slot.host.get(align(size_t(n) * sizeof(RowParams)) + size_t(n) * sizeof(RowResult)));
   auto* h_results = reinterpret_cast<RowResult*>(reinterpret_cast<char*>(h_params) +
@@ -270,12 +272,12 @@ void CudaOps::sample_enqueue(int slot_index, const void* logits, int64_t n, int6
   if (d_params)
     SIESTA_CUDA_CHECK(cudaMemcpyAsync(d_params, h_params, size_t(n) * sizeof(RowParams),
                                       cudaMemcpyHostToDevice, stream_));
+  auto* h_results_dev = reinterpret_cast<RowResult*>(
+      static_cast<char*>(slot.host.device_ptr()) + align(size_t(n) * sizeof(RowParams)));
   sample_kernel<<<dim3(unsigned(n), unsigned(splits)), kThreads, 0, stream_>>>(
-      d_results, d_partial, counters, static_cast<const bf16*>(logits), arg_rows, d_params, vocab,
-      per_split, vec);
+      d_results, h_results_dev, d_partial, counters, static_cast<const bf16*>(logits), arg_rows,
+      d_params, vocab, per_split, vec);
   SIESTA_CUDA_LAUNCH_CHECK();
-  SIESTA_CUDA_CHECK(cudaMemcpyAsync(h_results, d_results, size_t(n) * sizeof(RowResult),
-                                    cudaMemcpyDeviceToHost, stream_));
   if (!slot.done) SIESTA_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
   SIESTA_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
   slot.logits = logits;
