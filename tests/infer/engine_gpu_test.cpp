@@ -118,6 +118,14 @@ TEST(EngineGpu, AsyncSchedulingGivesTheTokensOfOneStepAtATime) {
     EXPECT_EQ(async[i].logprobs, sync[i].logprobs) << "request " << i;
     EXPECT_EQ(async[i].token_ids.size(), size_t(params[i].max_tokens)) << "request " << i;
   }
+  // A batch past the fused decode kernels (cuBLAS and the op-by-op step): 40 greedy requests.
+  ps = prompts(40, 264, 24);
+  params.assign(40, params[0]);
+  for (auto& p : params) p.max_tokens = 20;
+  const auto sync40 = run(false, la_sync), async40 = run(true, la_async);
+  EXPECT_GT(la_async, 10u);
+  for (size_t i = 0; i < sync40.size(); ++i)
+    EXPECT_EQ(async40[i].token_ids, sync40[i].token_ids) << "request " << i << " of 40";
 }
 
 // vLLM's promise: sleep gives the memory back to the driver. The engine takes half of the free

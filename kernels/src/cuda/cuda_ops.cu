@@ -8,6 +8,7 @@
 
 #include "common.cuh"
 #include "cuda_ops.hpp"
+#include "pdl.cuh"
 
 namespace siesta::kernels {
 
@@ -133,6 +134,8 @@ namespace {
 // 32-bit words from mapped host memory into device memory, one thread per word.
 __global__ void copy_words_kernel(uint32_t* __restrict__ dst, const uint32_t* __restrict__ src,
                                   size_t n) {
+  pdl_launch_dependents();
+  pdl_wait();  // dst may still be read by the kernel before
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
        i += size_t(gridDim.x) * blockDim.x)
     dst[i] = src[i];
@@ -154,9 +157,15 @@ void CudaOps::copy_host_buffer_to_device_queued(void* dst, const void* src, size
                       "of this backend (page-locked and mapped)");
   }
   const size_t words = bytes / 4;
-  copy_words_kernel<<<unsigned(std::min<size_t>((words + 255) / 256, 256)), 256, 0, stream_>>>(
-      static_cast<uint32_t*>(dst), static_cast<const uint32_t*>(src_dev), words);
-  SIESTA_CUDA_LAUNCH_CHECK();
+  const dim3 grid(unsigned(std::min<size_t>((words + 255) / 256, 256)));
+  auto* d = static_cast<uint32_t*>(dst);
+  auto* sp = static_cast<const uint32_t*>(src_dev);
+  if (hopper_) {
+    launch_pdl(copy_words_kernel, grid, dim3(256), 0, stream_, d, sp, words);
+  } else {
+    copy_words_kernel<<<grid, 256, 0, stream_>>>(d, sp, words);
+    SIESTA_CUDA_LAUNCH_CHECK();
+  }
 }
 
 void CudaOps::copy_on_device(void* dst, const void* src, size_t bytes) {

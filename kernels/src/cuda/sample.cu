@@ -19,6 +19,7 @@
 #include "common.cuh"
 #include "cpu/cpu_ops.hpp"
 #include "cuda_ops.hpp"
+#include "pdl.cuh"
 
 namespace siesta::kernels::cuda {
 namespace {
@@ -144,6 +145,7 @@ __global__ void __launch_bounds__(kThreads)
                   int64_t per_split, bool vec) {
   __shared__ Acc red[kThreads / 32];
   __shared__ bool last;
+  pdl_launch_dependents();  // the next step's input copies may launch (they wait for us)
   const int64_t i = blockIdx.x;
   const int splits = int(gridDim.y);
   const bf16* row = logits + i * vocab;
@@ -201,6 +203,8 @@ bool truncates(const SamplingRow& r, int64_t vocab) {
 // The slot's tokens into dst: the next decode step's input.
 __global__ void copy_tokens_kernel(int32_t* __restrict__ dst, const RowResult* __restrict__ res,
                                    int64_t n) {
+  pdl_launch_dependents();
+  pdl_wait();  // res: the sampling kernel's
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = res[i].token;
@@ -331,9 +335,14 @@ void CudaOps::copy_sampled_tokens(int slot_index, int32_t* dst, int64_t n) {
     });
   if (n == 0) return;
   activate();
-  copy_tokens_kernel<<<unsigned(std::min<int64_t>((n + 255) / 256, 1024)), 256, 0, stream_>>>(
-      dst, static_cast<const RowResult*>(slot.d_results), n);
-  SIESTA_CUDA_LAUNCH_CHECK();
+  const dim3 grid(unsigned(std::min<int64_t>((n + 255) / 256, 1024)));
+  const auto* res = static_cast<const RowResult*>(slot.d_results);
+  if (hopper_) {
+    launch_pdl(copy_tokens_kernel, grid, dim3(256), 0, stream_, dst, res, n);
+  } else {
+    copy_tokens_kernel<<<grid, 256, 0, stream_>>>(dst, res, n);
+    SIESTA_CUDA_LAUNCH_CHECK();
+  }
 }
 
 }  // namespace siesta::kernels::cuda
