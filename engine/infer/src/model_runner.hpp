@@ -1,6 +1,7 @@
 // Turns one scheduled step into a forward pass and sampled tokens: stages the PagedBatch
-// arrays in host memory, moves them to the device in ONE copy, runs InferenceModel::forward
-// (or replays a captured CUDA graph for a decode batch), then samples every row.
+// arrays in pinned host memory, moves them to the device in ONE copy (a kernel that reads the
+// pinned buffer), runs InferenceModel::forward (or replays a captured CUDA graph for a decode
+// batch), then queues the draw of every row; collect() reads it.
 #pragma once
 
 #include <chrono>

@@ -141,8 +141,10 @@ class InferenceEngine {
                         DeltaCallback on_delta = {});
   // The same checks add_request makes, without queueing (a server answers 400/503 early).
   void check_request(const std::vector<int32_t>& prompt, const SamplingParams& params) const;
-  // One scheduler iteration (prefills and decodes together). Returns the requests that
-  // finished (in this step, or by abort() since the last call).
+  // One scheduler iteration (prefills and decodes together): reads one step's tokens. With
+  // async scheduling it first queues the step after it when that one is known in advance
+  // (EngineOptions::async_scheduling), so a step may be on the device when step() returns.
+  // Returns the requests that finished (in this step, or by abort() since the last call).
   std::vector<RequestOutput> step();
   // Aborts a request (finish_reason Abort, stop_reason = reason). False if unknown/finished.
   bool abort(RequestId id, const std::string& reason = "aborted");
