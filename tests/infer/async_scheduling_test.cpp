@@ -13,14 +13,7 @@ using namespace siesta::infer::testing;
 namespace {
 
 EngineOptions options(bool async_scheduling) {
-  EngineOptions o;
-  o.model = model_dir("tiny").string();
-  o.device = Device::cpu();
-  o.kv_cache_bytes = 4 << 20;
-  o.block_size = 8;
-  o.max_num_seqs = 16;
-  o.max_model_len = 128;
-  o.max_num_batched_tokens = 256;
+  EngineOptions o = tiny_cpu_options();
   o.async_scheduling = async_scheduling;
   return o;
 }

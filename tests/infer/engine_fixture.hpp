@@ -38,6 +38,19 @@ inline std::filesystem::path model_dir(const std::string& preset, DType dtype = 
   return dir;
 }
 
+// The CPU engine of the tests: the tiny preset, a small KV cache of 8-token blocks.
+inline EngineOptions tiny_cpu_options() {
+  EngineOptions o;
+  o.model = model_dir("tiny").string();
+  o.device = Device::cpu();
+  o.kv_cache_bytes = 4 << 20;
+  o.block_size = 8;
+  o.max_num_seqs = 16;
+  o.max_model_len = 128;
+  o.max_num_batched_tokens = 256;
+  return o;
+}
+
 inline std::vector<std::vector<int32_t>> prompts(int count, int vocab, uint64_t seed,
                                                  int min_len = 3, int max_len = 20) {
   std::vector<std::vector<int32_t>> out;

@@ -17,17 +17,7 @@ using namespace siesta::infer::testing;
 
 namespace {
 
-EngineOptions tiny_options() {
-  EngineOptions o;
-  o.model = model_dir("tiny").string();
-  o.device = Device::cpu();
-  o.kv_cache_bytes = 4 << 20;
-  o.block_size = 8;
-  o.max_num_seqs = 16;
-  o.max_model_len = 128;
-  o.max_num_batched_tokens = 256;
-  return o;
-}
+EngineOptions tiny_options() { return tiny_cpu_options(); }
 
 SamplingParams greedy(int max_tokens = 10) {
   SamplingParams p;
