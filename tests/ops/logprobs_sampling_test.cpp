@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <string>
 #include <map>
 #include <set>
 
@@ -77,6 +79,48 @@ TEST(CpuSampling, GreedyPicksArgmaxAndReportsUnmodifiedLogprob) {
   EXPECT_EQ(tok[0], 13);
   EXPECT_EQ(tok[1], 39);
   EXPECT_NEAR(lp[0], log_softmax(z.data(), V)[13], 1e-5);
+}
+
+// Two draws queued into their own slots (a decode step and the one queued behind it) keep
+// apart, read in either order; the draw's tokens can feed the next step's input.
+TEST(CpuSampling, SlotsKeepQueuedDrawsApart) {
+  auto ops = make_cpu_ops();
+  const int64_t V = 50;
+  auto za = random_vec(2 * V, 8, -2, 2), zb = random_vec(3 * V, 9, -2, 2);
+  SamplingRow ra[2] = {row(0, 0, 1, 1, 0), row(1, 0, 1, 5, 3)};
+  SamplingRow rb[3] = {row(0.7f, 0, 1, 2, 1), row(0, 0, 1, 1, 0), row(1, 10, 0.9f, 4, 2)};
+  int32_t ta[2], tb[3], want_a[2], want_b[3];
+  float la[2], lb[3], wla[2], wlb[3];
+  ops->sample(want_a, wla, za.data(), 2, V, ra);
+  ops->sample(want_b, wlb, zb.data(), 3, V, rb);
+  ops->sample_enqueue(0, za.data(), 2, V, ra);
+  ops->sample_enqueue(1, zb.data(), 3, V, rb);
+  std::vector<int32_t> next(2, -1);
+  ops->copy_sampled_tokens(0, next.data(), 2);
+  ops->sample_collect(1, tb, lb);
+  ops->sample_collect(0, ta, la);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(ta[i], want_a[i]) << i;
+    EXPECT_EQ(la[i], wla[i]) << i;
+    EXPECT_EQ(next[size_t(i)], want_a[i]) << i;
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(tb[i], want_b[i]) << i;
+    EXPECT_EQ(lb[i], wlb[i]) << i;
+  }
+  auto message = [](const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const KernelError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { ops->sample_enqueue(Ops::kSampleSlots, za.data(), 2, V, ra); })
+                .find("allowed: 0.."),
+            std::string::npos);
+  EXPECT_NE(message([&] { ops->copy_sampled_tokens(0, next.data(), 3); }).find("holds 2"),
+            std::string::npos);
 }
 
 TEST(CpuSampling, SameSeedAndStepReproduceTheDrawWhateverTheBatch) {
