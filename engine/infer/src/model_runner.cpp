@@ -163,10 +163,13 @@ ModelRunner::Launch ModelRunner::launch(const std::vector<Sequence*>& seqs,
                      "model runner: a step fed by the previous draw must decode one token per "
                      "sequence of that draw (" + std::to_string(n_seqs) + " sequences, " +
                          std::to_string(inputs_from->n_rows) + " rows drawn)");
+  if (outstanding_ >= 2)
+    throw InferError(ErrorKind::Internal,
+                     "model runner: a third step launched before the first was collected (two "
+                     "slots of metadata and draws)");
   Launch l;
   l.slot = next_slot_;
   l.n_rows = n_rows;
-  next_slot_ ^= 1;
   int padded = graphs_ && decode_only ? graphs_->padded_batch(n_seqs) : 0;
   if (padded > 0) {
     BatchLayout L = BatchLayout::compact(padded, padded, padded, limits_.max_blocks_per_seq);
@@ -184,6 +187,8 @@ ModelRunner::Launch ModelRunner::launch(const std::vector<Sequence*>& seqs,
   }
   launched_at_ = std::chrono::steady_clock::now();
   ops_.sample_enqueue(l.slot, logits_, n_rows, cfg_.vocab_size, rows.data());
+  next_slot_ ^= 1;   // only now: a launch that threw leaves its slot to the next one
+  ++outstanding_;
   return l;
 }
 
@@ -191,6 +196,7 @@ void ModelRunner::collect(const Launch& l, std::vector<int32_t>& tokens,
                           std::vector<float>& logprobs) {
   tokens.resize(size_t(l.n_rows));
   logprobs.resize(size_t(l.n_rows));
+  --outstanding_;
   ops_.sample_collect(l.slot, tokens.data(), logprobs.data());
 }
 

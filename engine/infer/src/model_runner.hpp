@@ -94,6 +94,7 @@ class ModelRunner {
   // upload of one may still be queued while the next is staged.
   std::shared_ptr<void> meta_host_[2];
   int next_slot_ = 0;
+  int outstanding_ = 0;   // launched, not collected (at most 2: the slots)
   std::unique_ptr<CudaGraphs> graphs_;
   uint64_t graph_replays_ = 0;
   std::chrono::steady_clock::time_point launched_at_{};
