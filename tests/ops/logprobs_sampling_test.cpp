@@ -121,6 +121,9 @@ TEST(CpuSampling, SlotsKeepQueuedDrawsApart) {
             std::string::npos);
   EXPECT_NE(message([&] { ops->copy_sampled_tokens(0, next.data(), 3); }).find("holds 2"),
             std::string::npos);
+  EXPECT_NE(message([&] { ops->sample_collect(0, ta, la); }).find("nothing enqueued"),
+            std::string::npos)
+      << "a draw is collected once";
 }
 
 TEST(CpuSampling, SameSeedAndStepReproduceTheDrawWhateverTheBatch) {

@@ -91,6 +91,7 @@ class CpuOps final : public Ops {
   struct SampleSlot {
     std::vector<int32_t> tokens;
     std::vector<float> logprobs;
+    bool pending = false;   // enqueued, not collected
   };
   SampleSlot sample_slots_[kSampleSlots];
   SampleSlot& sample_slot(int slot, const char* op);

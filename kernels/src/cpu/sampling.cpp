@@ -106,10 +106,16 @@ void CpuOps::sample_enqueue(int slot, const void* logits, int64_t n, int64_t voc
   const float* z = static_cast<const float*>(logits);
   for (int64_t i = 0; i < n; ++i)
     sample_row(z + i * vocab, vocab, rows_host[i], &s.tokens[size_t(i)], &s.logprobs[size_t(i)]);
+  s.pending = !s.tokens.empty();
 }
 
 void CpuOps::sample_collect(int slot, int32_t* tokens_host, float* logprob_f32_host) {
-  const SampleSlot& s = sample_slot(slot, "sample_collect");
+  SampleSlot& s = sample_slot(slot, "sample_collect");
+  if (s.tokens.empty()) return;
+  if (!s.pending)
+    throw KernelError("sample_collect: slot " + std::to_string(slot) +
+                      " has nothing enqueued (sample_enqueue first; each draw is collected once)");
+  s.pending = false;
   std::copy(s.tokens.begin(), s.tokens.end(), tokens_host);
   if (logprob_f32_host) std::copy(s.logprobs.begin(), s.logprobs.end(), logprob_f32_host);
 }
