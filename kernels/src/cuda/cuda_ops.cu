@@ -163,7 +163,7 @@ void CudaOps::copy_host_buffer_to_device_queued(void* dst, const void* src, size
   // With PDL it launches while the sampling kernel before it runs (a decode step's metadata
   // after the previous draw): on an H200, batch 8 / 64 decode steps 1.30 -> 1.25 / 1.88 ->
   // 1.72 ms. A batch of one or two sequences (<= 64 words) measured no faster that way.
-  if (hopper_ && words > 64) {
+  if (hopper_ && words > 64 && step_input_pdl_enabled()) {
     launch_pdl(copy_words_kernel, grid, dim3(256), 0, stream_, d, sp, words);
   } else {
     copy_words_kernel<<<grid, 256, 0, stream_>>>(d, sp, words);

@@ -40,6 +40,18 @@ inline bool pdl_enabled() {
   return on;
 }
 
+// SIESTA_STEP_INPUT_PDL=0 launches the two small kernels that start a decode step (its
+// metadata, its tokens from the previous draw) the ordinary way while everything else keeps
+// PDL: their early launch was worth 8% at batch 64 on an H200 for reasons not yet understood,
+// and this compares the two on one binary.
+inline bool step_input_pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SIESTA_STEP_INPUT_PDL");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
 // cluster_x > 1 also groups the blocks in clusters of cluster_x along x (Hopper thread block
 // clusters: co-scheduled, with each other's shared memory and a cluster-wide barrier).
 template <class... KernelArgs, class... Args>
