@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "engine_fixture.hpp"
+#include "sleep_matrix.hpp"
 
 using namespace siesta;
 using namespace siesta::infer;
@@ -179,6 +180,29 @@ TEST(AsyncScheduling, SleepSettlesTheStepQueuedAhead) {
     e.wake_up();
     EXPECT_EQ(e.generate(ps, greedy(25))[0].outputs[0].token_ids, full);
   }
+}
+
+// A weight update (here the same weights again) while a step is queued ahead completes that
+// step first: the outputs are those of the uninterrupted run, and the update goes through.
+TEST(AsyncScheduling, WeightUpdateSettlesTheStepQueuedAhead) {
+  const auto ps = prompts(2, 264, 45);
+  InferenceEngine ref(options(false));
+  const auto full = ref.generate(ps, greedy(20));
+
+  InferenceEngine e(options(true));
+  const auto folder = model::load_model_folder(tiny_cpu_options().model);
+  std::vector<RequestId> ids;
+  for (const auto& p : ps) ids.push_back(e.add_request(p, greedy(20)));
+  for (int i = 0; i < 4; ++i) e.step();
+  ASSERT_GT(e.stats().num_lookahead_steps, 0u);
+  const uint64_t completed = e.stats().num_steps;
+  e.update_weights(folder_weights(folder, e));
+  EXPECT_EQ(e.stats().num_steps, completed + 1) << "the queued step completed before the update";
+  std::map<RequestId, RequestOutput> done;
+  while (e.has_unfinished())
+    for (auto& out : e.step()) done[out.id] = std::move(out);
+  for (size_t i = 0; i < ids.size(); ++i)
+    EXPECT_EQ(done.at(ids[i]).outputs[0].token_ids, full[i].outputs[0].token_ids) << i;
 }
 
 }  // namespace
