@@ -293,13 +293,11 @@ void InferenceEngine::Impl::launch(SchedulerOutput out, Clock::time_point t0,
   InFlight st;
   st.id = next_step_id++;
   st.t0 = t0;
-  st.decode_only = true;
   for (Sequence* s : out.seqs) {
     const SamplingParams& p = s->request->params;
     int f = s->fanout();
     st.fanout.push_back(f);
     st.prefill.push_back(s->output_len() == 0 && s->num_preemptions == 0);
-    st.decode_only = st.decode_only && f == 1 && s->num_new_tokens() == 1;
     for (int j = 0; j < f; ++j) {
       kernels::SamplingRow row;
       row.temperature = p.temperature;
@@ -307,9 +305,7 @@ void InferenceEngine::Impl::launch(SchedulerOutput out, Clock::time_point t0,
       row.top_p = p.top_p;
       row.seed = j == 0 ? s->seed : mix_seed(*p.seed, uint64_t(j));
       row.step = uint64_t(s->output_len());
-      st.host_drawn = st.host_drawn || (row.temperature > 0.f &&
-                                         ((row.top_k > 0 && row.top_k < cfg.vocab_size) ||
-                                          row.top_p < 1.f));
+      st.host_drawn = st.host_drawn || row.truncates(cfg.vocab_size);
       st.rows.push_back(row);
     }
   }
@@ -329,7 +325,7 @@ void InferenceEngine::Impl::launch(SchedulerOutput out, Clock::time_point t0,
 bool InferenceEngine::Impl::try_lookahead() {
   if (inflight.size() != 1) return false;
   const InFlight& a = inflight.back();
-  if (!a.decode_only || a.host_drawn || scheduler->num_waiting() > 0 ||
+  if (!a.launch.decode_only || a.host_drawn || scheduler->num_waiting() > 0 ||
       scheduler->running() != a.seqs)
     return false;
   int need = 0;

@@ -68,7 +68,6 @@ struct InferenceEngine::Impl {
     std::vector<int> fanout;
     std::vector<kernels::SamplingRow> rows;
     std::vector<bool> prefill;      // per sequence: its prompt is computed in this step
-    bool decode_only = false;       // one new token and one row per sequence
     bool host_drawn = false;        // some row uses top_k / top_p (drawn on the host)
     bool placeholders = false;      // each sequence already holds a token slot for this draw
     std::chrono::steady_clock::time_point t0;

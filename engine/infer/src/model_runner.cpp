@@ -170,6 +170,7 @@ ModelRunner::Launch ModelRunner::launch(const std::vector<Sequence*>& seqs,
   Launch l;
   l.slot = next_slot_;
   l.n_rows = n_rows;
+  l.decode_only = decode_only;
   int padded = graphs_ && decode_only ? graphs_->padded_batch(n_seqs) : 0;
   if (padded > 0) {
     BatchLayout L = BatchLayout::compact(padded, padded, padded, limits_.max_blocks_per_seq);

@@ -52,6 +52,7 @@ class ModelRunner {
   struct Launch {
     int slot = -1;   // sampling result slot and host metadata buffer
     int n_rows = 0;
+    bool decode_only = false;   // one new token and one row per sequence
   };
   // Queues the new tokens of seqs and the draw of rows.size() tokens: fanout[i] rows from the
   // last new token of seqs[i], in order. inputs_from (a decode step of one new token per

@@ -196,10 +196,6 @@ int splits_for(int64_t n, int64_t vocab, int sms) {
   return int(std::max<int64_t>(1, std::min<int64_t>({kThreads, by_size, by_fill})));
 }
 
-bool truncates(const SamplingRow& r, int64_t vocab) {
-  return r.temperature > 0.f && ((r.top_k > 0 && r.top_k < vocab) || r.top_p < 1.f);
-}
-
 // The slot's tokens into dst: the next decode step's input.
 __global__ void copy_tokens_kernel(int32_t* __restrict__ dst, const RowResult* __restrict__ res,
                                    int64_t n) {
@@ -310,7 +306,7 @@ void CudaOps::sample_collect(int slot_index, int32_t* tokens_host, float* logpro
     const RowResult& res = results[i];
     tokens_host[i] = res.token;
     if (logprob_f32_host) logprob_f32_host[i] = res.logprob;
-    if (!truncates(slot.rows[size_t(i)], slot.vocab)) continue;
+    if (!slot.rows[size_t(i)].truncates(slot.vocab)) continue;
     row_bf16.resize(size_t(slot.vocab));
     row.resize(size_t(slot.vocab));
     copy_to_host(row_bf16.data(), static_cast<const bf16*>(slot.logits) + i * slot.vocab,
@@ -329,7 +325,7 @@ void CudaOps::copy_sampled_tokens(int slot_index, int32_t* dst, int64_t n) {
            std::to_string(slot_index) + " holds " + std::to_string(slot.n);
   });
   for (int64_t i = 0; i < n; ++i)
-    require(!truncates(slot.rows[size_t(i)], slot.vocab), [&] {
+    require(!slot.rows[size_t(i)].truncates(slot.vocab), [&] {
       return "copy_sampled_tokens: row " + std::to_string(i) +
              " uses top_k / top_p, which is drawn on the host at collect time";
     });

@@ -76,6 +76,11 @@ struct SamplingRow {
   float top_p = 1.f;
   uint64_t seed = 0;       // with step, makes the draw reproducible per request
   uint64_t step = 0;
+  // top_k or top_p narrows the draw (only with a temperature): the CUDA backend draws such a
+  // row on the host, and the engine cannot feed its token to the next step on the device.
+  bool truncates(int64_t vocab) const {
+    return temperature > 0.f && ((top_k > 0 && top_k < vocab) || top_p < 1.f);
+  }
 };
 
 class Ops {
