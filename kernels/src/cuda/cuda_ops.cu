@@ -33,6 +33,19 @@ void* Scratch::get(size_t bytes, cudaStream_t stream) {
   return ptr_;
 }
 
+namespace {
+
+// Page-locked host memory that every context sees (portable) and that kernels can address
+// (mapped): the step-input copy kernel reads it, the sampling kernel writes results into it.
+void* alloc_mapped_host(size_t bytes) {
+  void* p = nullptr;
+  SIESTA_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 1),
+                                  cudaHostAllocPortable | cudaHostAllocMapped));
+  return p;
+}
+
+}  // namespace
+
 HostScratch::~HostScratch() {
   if (ptr_) cudaFreeHost(ptr_);  // destructor: nothing useful to do with an error here
 }
@@ -44,7 +57,7 @@ void* HostScratch::get(size_t bytes) {
     ptr_ = dev_ = nullptr;
     bytes_ = 0;
   }
-  SIESTA_CUDA_CHECK(cudaHostAlloc(&ptr_, bytes, cudaHostAllocPortable | cudaHostAllocMapped));
+  ptr_ = alloc_mapped_host(bytes);
   SIESTA_CUDA_CHECK(cudaHostGetDevicePointer(&dev_, ptr_, 0));
   bytes_ = bytes;
   return ptr_;
@@ -123,10 +136,7 @@ void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {
 
 std::shared_ptr<void> CudaOps::host_buffer(size_t bytes) {
   activate();
-  void* p = nullptr;
-  SIESTA_CUDA_CHECK(cudaHostAlloc(&p, std::max<size_t>(bytes, 1),
-                                  cudaHostAllocPortable | cudaHostAllocMapped));
-  return std::shared_ptr<void>(p, [](void* q) { cudaFreeHost(q); });
+  return std::shared_ptr<void>(alloc_mapped_host(bytes), [](void* q) { cudaFreeHost(q); });
 }
 
 namespace {
@@ -162,7 +172,8 @@ void CudaOps::copy_host_buffer_to_device_queued(void* dst, const void* src, size
   auto* sp = static_cast<const uint32_t*>(src_dev);
   // With PDL it launches while the sampling kernel before it runs (a decode step's metadata
   // after the previous draw): on an H200, batch 8 / 64 decode steps 1.30 -> 1.25 / 1.88 ->
-  // 1.72 ms. A batch of one or two sequences (<= 64 words) measured no faster that way.
+  // 1.72 ms. A batch of one sequence measured slower that way; up to 64 words (one or two
+  // sequences; two were not measured) the launch stays plain.
   if (hopper_ && words > 64 && step_input_pdl_enabled()) {
     launch_pdl(copy_words_kernel, grid, dim3(256), 0, stream_, d, sp, words);
   } else {
