@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cpu/cpu_ops.hpp"
+#include "sample_slots.hpp"
 
 namespace siesta::kernels::cpu {
 namespace {
@@ -92,10 +93,7 @@ void sample_row(const float* z, int64_t vocab, const SamplingRow& row, int32_t* 
 }
 
 CpuOps::SampleSlot& CpuOps::sample_slot(int slot, const char* op) {
-  if (slot < 0 || slot >= kSampleSlots)
-    throw KernelError(std::string(op) + ": slot " + std::to_string(slot) + " (allowed: 0.." +
-                      std::to_string(kSampleSlots - 1) + ")");
-  return sample_slots_[slot];
+  return sample_slot_at(sample_slots_, slot, op);
 }
 
 void CpuOps::sample_enqueue(int slot, const void* logits, int64_t n, int64_t vocab,

@@ -20,6 +20,7 @@
 #include "cpu/cpu_ops.hpp"
 #include "cuda_ops.hpp"
 #include "pdl.cuh"
+#include "sample_slots.hpp"
 
 namespace siesta::kernels::cuda {
 namespace {
@@ -209,10 +210,7 @@ __global__ void copy_tokens_kernel(int32_t* __restrict__ dst, const RowResult* _
 }  // namespace
 
 CudaOps::SampleSlot& CudaOps::sample_slot(int slot, const char* op) {
-  if (slot < 0 || slot >= kSampleSlots)
-    throw KernelError(std::string(op) + ": slot " + std::to_string(slot) + " (allowed: 0.." +
-                      std::to_string(kSampleSlots - 1) + ")");
-  return sample_slots_[slot];
+  return sample_slot_at(sample_slots_, slot, op);
 }
 
 void CudaOps::sample_enqueue(int slot_index, const void* logits, int64_t n, int64_t vocab,
