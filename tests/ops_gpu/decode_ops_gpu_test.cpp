@@ -4,6 +4,7 @@
 // points where the op-by-op sequence stores activations.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "../ops/fused_decode_ref.hpp"
 #include "gpu_buffers.hpp"
@@ -162,6 +163,66 @@ TEST_F(OpsGpu, GreedySamplingOfOneLongRowAcrossSlices) {
     for (float v : L) sum += std::exp(double(v) - mx);
     EXPECT_NEAR(logprob, -std::log(sum), 1e-3) << "vocab " << vocab;
   }
+}
+
+// The one-kernel tail of the q/k/v projections (prefill and large decode batches) against the
+// ops it replaces, bit for bit: add_bias, rope on q and k, kv_cache_write. A padding token
+// (slot -1) stores nothing; the other slots stay poisoned.
+TEST_F(OpsGpu, QkvBiasRopeCacheIsTheOpSequenceBitForBit) {
+  SIESTA_TRACE_SEED();
+  struct Shape { int H, Hk, hd; };
+  for (Shape sh : {Shape{14, 2, 64}, Shape{4, 4, 128}, Shape{6, 3, 40}})
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE("H " + std::to_string(sh.H) + " hd " + std::to_string(sh.hd) + " bias " +
+                   std::to_string(bias));
+      const int n = 37, slots_total = 64, qd = sh.H * sh.hd, kvd = sh.Hk * sh.hd;
+      const AttnShape s{sh.H, sh.Hk, sh.hd, 0.125f};
+      std::vector<int32_t> slots, positions;
+      for (int t = 0; t < n; ++t) {
+        slots.push_back(t == 5 ? -1 : (11 + 3 * t) % slots_total);
+        positions.push_back(int32_t(rng() % 500));
+      }
+      const auto Q = randn_bf16(size_t(n) * qd, rng), K = randn_bf16(size_t(n) * kvd, rng);
+      const auto V = randn_bf16(size_t(n) * kvd, rng);
+      auto bq = upload_bf16(*ops, randn_bf16(size_t(qd), rng, 0.5f));
+      auto bk = upload_bf16(*ops, randn_bf16(size_t(kvd), rng, 0.5f));
+      auto bv = upload_bf16(*ops, randn_bf16(size_t(kvd), rng, 0.5f));
+      auto cs = upload(*ops, rope_cos_sin_table(512, sh.hd, 1e6));
+      auto sl = upload(*ops, slots), pos = upload(*ops, positions);
+      PagedBatch b;
+      b.num_seqs = 1, b.num_tokens = n, b.max_q_len = n;
+      b.slot_mapping = sl->as<int32_t>(), b.positions = pos->as<int32_t>();
+      const size_t cache_elems = size_t(slots_total) * kvd;
+      // The op sequence.
+      auto q1 = upload_bf16(*ops, Q), k1 = upload_bf16(*ops, K), v1 = upload_bf16(*ops, V);
+      DevBuf kc1(cache_elems * 2), vc1(cache_elems * 2);
+      kc1.poison(), vc1.poison();
+      if (bias) {
+        ops->add_bias(q1->get(), bq->get(), n, qd);
+        ops->add_bias(k1->get(), bk->get(), n, kvd);
+        ops->add_bias(v1->get(), bv->get(), n, kvd);
+      }
+      ops->rope(q1->get(), b.positions, n, sh.H, sh.hd, cs->as<float>(), false);
+      ops->rope(k1->get(), b.positions, n, sh.Hk, sh.hd, cs->as<float>(), false);
+      ops->kv_cache_write(PagedKv{kc1.get(), vc1.get(), 4, 16}, k1->get(), v1->get(), b, s);
+      // One kernel.
+      auto q2 = upload_bf16(*ops, Q), k2 = upload_bf16(*ops, K), v2 = upload_bf16(*ops, V);
+      DevBuf kc2(cache_elems * 2), vc2(cache_elems * 2);
+      kc2.poison(), vc2.poison();
+      ops->qkv_bias_rope_cache(q2->get(), k2->get(), v2->get(), bias ? bq->get() : nullptr,
+                               bias ? bk->get() : nullptr, bias ? bv->get() : nullptr,
+                               cs->as<float>(), PagedKv{kc2.get(), vc2.get(), 4, 16}, b, s);
+      const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& c) {
+        if (a.size() != c.size()) return false;
+        for (size_t i = 0; i < a.size(); ++i)
+          if (std::memcmp(&a[i], &c[i], sizeof(float)) != 0) return false;
+        return true;
+      };
+      EXPECT_TRUE(same_bits(download_bf16(*ops, *q2, Q.size()), download_bf16(*ops, *q1, Q.size())));
+      EXPECT_TRUE(same_bits(download_bf16(*ops, kc2, cache_elems), download_bf16(*ops, kc1, cache_elems)));
+      EXPECT_TRUE(same_bits(download_bf16(*ops, vc2, cache_elems), download_bf16(*ops, vc1, cache_elems)));
+      EXPECT_TRUE(same_bits(download_bf16(*ops, *k2, K.size()), K)) << "k is only read";
+    }
 }
 
 TEST_F(OpsGpu, FusedDecodeOpsRejectMoreTokensThanOffered) {

@@ -99,8 +99,6 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
                      " outside 0.." + std::to_string(N));
   const auto& c = cfg_;
   const int64_t d = c.hidden_size, inter = c.intermediate_size;
-  const int64_t qd = int64_t(c.num_attention_heads) * c.head_dim;
-  const int64_t kvd = int64_t(c.num_key_value_heads) * c.head_dim;
   const float eps = float(c.rms_norm_eps);
   const kernels::AttnShape s = attention_shape(c);
   auto& ops = ops_;
@@ -126,14 +124,10 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
       detail::linear(ops, q_, xn_, L.q_proj, N);
       detail::linear(ops, k_, xn_, L.k_proj, N);
       detail::linear(ops, v_, xn_, L.v_proj, N);
-      if (c.attention_bias) {
-        ops.add_bias(q_, L.q_bias.data, N, qd);
-        ops.add_bias(k_, L.k_bias.data, N, kvd);
-        ops.add_bias(v_, L.v_bias.data, N, kvd);
-      }
-      ops.rope(q_, b.positions, N, c.num_attention_heads, c.head_dim, rope_, false);
-      ops.rope(k_, b.positions, N, c.num_key_value_heads, c.head_dim, rope_, false);
-      ops.kv_cache_write(kv_[size_t(l)], k_, v_, b, s);
+      const bool bias = c.attention_bias;
+      ops.qkv_bias_rope_cache(q_, k_, v_, bias ? L.q_bias.data : nullptr,
+                              bias ? L.k_bias.data : nullptr, bias ? L.v_bias.data : nullptr, rope_,
+                              kv_[size_t(l)], b, s);
     }
     ops.paged_attention(attn_, q_, kv_[size_t(l)], b, s);
     detail::linear(ops, x_, attn_, L.o_proj, N, 1.f);

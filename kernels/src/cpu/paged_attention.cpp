@@ -33,6 +33,25 @@ void CpuOps::kv_cache_write(const PagedKv& cache, const void* k, const void* v, 
   }
 }
 
+// The op sequence itself: this backend's add_bias, rope and kv_cache_write.
+void CpuOps::qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+                                 const void* k_bias, const void* v_bias, const float* cos_sin_f32,
+                                 const PagedKv& cache, const PagedBatch& b, const AttnShape& s) {
+  const int64_t n = b.num_tokens;
+  if (n <= 0) return;
+  const int64_t qd = int64_t(s.n_heads) * s.head_dim, kvd = int64_t(s.n_kv_heads) * s.head_dim;
+  const auto* kf = static_cast<const float*>(k);
+  const auto* vf = static_cast<const float*>(v);
+  fused_k_.assign(kf, kf + n * kvd);
+  fused_v_.assign(vf, vf + n * kvd);
+  if (q_bias) add_bias(q, q_bias, n, qd);
+  if (k_bias) add_bias(fused_k_.data(), k_bias, n, kvd);
+  if (v_bias) add_bias(fused_v_.data(), v_bias, n, kvd);
+  rope(q, b.positions, n, s.n_heads, s.head_dim, cos_sin_f32, false);
+  rope(fused_k_.data(), b.positions, n, s.n_kv_heads, s.head_dim, cos_sin_f32, false);
+  kv_cache_write(cache, fused_k_.data(), fused_v_.data(), b, s);
+}
+
 void CpuOps::paged_attention(void* out, const void* q, const PagedKv& cache, const PagedBatch& b,
                              const AttnShape& s) {
   const int hd = s.head_dim;

@@ -60,6 +60,15 @@ __device__ __forceinline__ Bf16x8 pack8(const float f[8]) {
   return v;
 }
 
+// One rotary pair (x1, x2) by the angle whose cosine and sine are c and s, rounded the same
+// way wherever it is done (explicit products: the compiler may not contract them into FMAs
+// differently in different kernels, so the rope kernel and the fused ones agree bit for bit).
+__device__ __forceinline__ void rope_pair(float x1, float x2, float c, float s, float& o1,
+                                          float& o2) {
+  o1 = __fadd_rn(__fmul_rn(x1, c), -__fmul_rn(x2, s));
+  o2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, s));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -5,10 +5,10 @@
 // batch with too few (token, head) pairs to fill half the GPU runs in parts instead on Hopper
 // (attention_parts.cuh): a block per (token, head, part), a cluster per (token, head).
 //
-// Inside a block, groups of TPK threads each own one key at a time (two in flight), every
-// thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per key); the
-// groups' partial softmax states (max, sum, 8 accumulators per thread) are merged at the end,
-// within a warp by shuffles and across warps through shared memory.
+// Inside a block, groups of TPK threads each own one key at a time (kKeysPerTrip in flight),
+// every thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per
+// key); the groups' partial softmax states (max, sum, 8 accumulators per thread) are merged at
+// the end, within a warp by shuffles and across warps through shared memory.
 #include <algorithm>
 #include <string>
 
@@ -28,6 +28,14 @@ namespace cg = cooperative_groups;
 // the GPU, so one block walks its context four times faster (latency, not bandwidth, bounds
 // a few hundred keys).
 constexpr int kThreads = 128, kDecodeThreads = 512;
+// Block-table entries a block copies into shared memory before its walk (a sequence of up to
+// kTableSmem * block_size tokens; longer ones read the table from global memory): a trip's
+// K/V loads then wait for one round trip to memory, not two (the table entry, then the row).
+// H200, bench_ops batch 64 ctx 1024: 66.4 -> 57.4 us; at the ~200 keys of bench_decode's batch
+// 64 the kernel stays at ~20 us a call. Two keys per group per trip: four (more registers,
+// fewer blocks per SM) measured 94.6 us at ctx 1024 and made bench_decode's batch 64 slower
+// (1.79 against 1.55 ms).
+constexpr int kKeysPerTrip = 2, kTableSmem = 1024;
 
 template <bool kVec>
 __global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ vc,
@@ -53,6 +61,55 @@ __global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ 
   }
 }
 
+// Ops::qkv_bias_rope_cache: one thread per rope pair (j, j + half) of a q or k head, or pair
+// of v elements, of one token. Rounded where the op sequence stores: after the bias (add_bias),
+// after the rotation (rope); the cache gets those bf16 values (kv_cache_write).
+__global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q, const bf16* __restrict__ k,
+                                           const bf16* __restrict__ v,
+                                           const bf16* __restrict__ q_bias,
+                                           const bf16* __restrict__ k_bias,
+                                           const bf16* __restrict__ v_bias,
+                                           const float* __restrict__ cos_sin,
+                                           const int32_t* __restrict__ positions,
+                                           const int32_t* __restrict__ slot_mapping,
+                                           bf16* __restrict__ kc, bf16* __restrict__ vc,
+                                           int64_t total, int n_heads, int n_kv_heads,
+                                           int head_dim) {
+  const int half = head_dim / 2;
+  const int uq = n_heads * half, uk = n_kv_heads * half, per_token = uq + 2 * uk;
+  const int64_t qd = int64_t(n_heads) * head_dim, kvd = int64_t(n_kv_heads) * head_dim;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / per_token;
+    int u = int(i % per_token);
+    const int kind = u < uq ? 0 : u < uq + uk ? 1 : 2;  // q, k, v
+    u -= kind == 0 ? 0 : kind == 1 ? uq : uq + uk;
+    const int col = (u / half) * head_dim + u % half;  // first of the pair within the row
+    const bf16* src = kind == 0 ? q + t * qd : (kind == 1 ? k : v) + t * kvd;
+    const bf16* bias = kind == 0 ? q_bias : kind == 1 ? k_bias : v_bias;
+    float x1 = to_f(src[col]), x2 = to_f(src[col + half]);
+    if (bias) x1 = to_f(to_bf(x1 + to_f(bias[col]))), x2 = to_f(to_bf(x2 + to_f(bias[col + half])));
+    bf16 o1 = to_bf(x1), o2 = to_bf(x2);
+    if (kind != 2) {
+      const float* row = cos_sin + int64_t(positions[t]) * head_dim;
+      const float c = row[col % head_dim], sn = row[half + col % head_dim];
+      float r1, r2;
+      rope_pair(x1, x2, c, sn, r1, r2);
+      o1 = to_bf(r1), o2 = to_bf(r2);
+    }
+    if (kind == 0) {
+      q[t * qd + col] = o1;
+      q[t * qd + col + half] = o2;
+      continue;
+    }
+    const int32_t slot = slot_mapping[t];
+    if (slot < 0) continue;  // padding token: nothing to store
+    bf16* dst = (kind == 1 ? kc : vc) + int64_t(slot) * kvd;
+    dst[col] = o1;
+    dst[col + half] = o2;
+  }
+}
+
 template <int TPK, int THREADS>
 __global__ void __launch_bounds__(THREADS)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
@@ -67,6 +124,7 @@ __global__ void __launch_bounds__(THREADS)
   constexpr int kWarps = THREADS / 32;
   __shared__ float sm_m[kWarps], sm_l[kWarps];
   __shared__ float sm_acc[kWarps * TPK * 8];
+  __shared__ int32_t sm_table[kTableSmem];
   // Launched with PDL between the decode GEMV kernels: everything below reads their output.
   pdl_launch_dependents();
   pdl_wait();
@@ -79,6 +137,12 @@ __global__ void __launch_bounds__(THREADS)
   const int q_len = q_start[s + 1] - q_start[s];
   const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
   const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
+  const int table_len = (n_keys + block_size - 1) / block_size;
+  if (table_len <= kTableSmem) {  // block-uniform
+    for (int i = threadIdx.x; i < table_len; i += THREADS) sm_table[i] = table[i];
+    __syncthreads();
+    table = sm_table;
+  }
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gw = lane / TPK, lig = lane % TPK;  // group within warp, lane within group
@@ -97,14 +161,14 @@ __global__ void __launch_bounds__(THREADS)
   }
   float m = -INFINITY, l = 0.f;
   const int64_t kv_row = int64_t(n_kv_heads) * head_dim;
-  // Two keys per group per trip, both loaded before either is used: the walk over a short
-  // decode context is bound by dependent load latency (block table, then K/V), not bandwidth.
+  // kKeysPerTrip keys per group per trip, all loaded before any is used: the walk over a
+  // short decode context is bound by load latency, not bandwidth.
   // Warp-uniform trip count: shuffles inside need every lane of the warp.
-  for (int base = warp * kGroupsPerWarp; base < n_keys; base += 2 * kGroups) {
-    float kf[2][8], vf[2][8];
-    bool valid[2];
+  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kKeysPerTrip * kGroups) {
+    float kf[kKeysPerTrip][8], vf[kKeysPerTrip][8];
+    bool valid[kKeysPerTrip];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
+    for (int r = 0; r < kKeysPerTrip; ++r) {
       const int kk = base + gw + r * kGroups;
       valid[r] = kk < n_keys;
       if (valid[r] && active) {
@@ -118,7 +182,7 @@ __global__ void __launch_bounds__(THREADS)
       }
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
+    for (int r = 0; r < kKeysPerTrip; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
   }
   // Merge the groups of a warp, then the warps through shared memory.
   merge_warp_groups<TPK>(m, l, acc);
@@ -230,6 +294,27 @@ void CudaOps::kv_cache_write(const PagedKv& cache, const void* k, const void* v,
   else
     kv_cache_write_kernel<false><<<unsigned(b.num_tokens), 128, 0, stream_>>>(kc, vc, kp, vp,
                                                                              b.slot_mapping, row);
+  SIESTA_CUDA_LAUNCH_CHECK();
+}
+
+void CudaOps::qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+                                  const void* k_bias, const void* v_bias,
+                                  const float* cos_sin_f32, const PagedKv& cache,
+                                  const PagedBatch& b, const AttnShape& s) {
+  check_shape(s, "qkv_bias_rope_cache");
+  require(s.head_dim % 2 == 0, "qkv_bias_rope_cache: head_dim must be even");
+  if (b.num_tokens <= 0) return;
+  activate();
+  const int64_t total =
+      int64_t(b.num_tokens) * (s.n_heads + 2 * s.n_kv_heads) * (s.head_dim / 2);
+  const int threads = 256;
+  qkv_bias_rope_cache_kernel<<<grid_for(total, threads, int64_t(sm_count_) * 16), threads, 0,
+                               stream_>>>(
+      static_cast<bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
+      static_cast<const bf16*>(q_bias), static_cast<const bf16*>(k_bias),
+      static_cast<const bf16*>(v_bias), cos_sin_f32, b.positions, b.slot_mapping,
+      static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v), total, s.n_heads, s.n_kv_heads,
+      s.head_dim);
   SIESTA_CUDA_LAUNCH_CHECK();
 }
 

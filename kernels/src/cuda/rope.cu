@@ -21,9 +21,10 @@ __global__ void rope_kernel(bf16* __restrict__ x, const int32_t* __restrict__ po
     const float* row = cos_sin + int64_t(positions[t]) * head_dim;
     const float c = row[j], s = sin_sign * row[half + j];
     bf16* p = x + th * head_dim;
-    const float x1 = to_f(p[j]), x2 = to_f(p[j + half]);
-    p[j] = to_bf(x1 * c - x2 * s);
-    p[j + half] = to_bf(x2 * c + x1 * s);
+    float o1, o2;
+    rope_pair(to_f(p[j]), to_f(p[j + half]), c, s, o1, o2);
+    p[j] = to_bf(o1);
+    p[j + half] = to_bf(o2);
   }
 }
 
