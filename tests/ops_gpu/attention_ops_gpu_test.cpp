@@ -124,6 +124,14 @@ struct PagedCase {
 };
 class PagedAttentionGpu : public OpsGpu, public ::testing::WithParamInterface<PagedCase> {};
 
+// A decode-only batch of n sequences with contexts of 1 .. 300 keys (fixed, varied).
+PagedCase decode_batch(int H, int Hk, int hd, int n) {
+  PagedCase c{H, Hk, hd, 16};
+  c.ctx.clear(), c.qlen.assign(size_t(n), 1);
+  for (int i = 0; i < n; ++i) c.ctx.push_back(1 + (i * 97 + 13) % 300);
+  return c;
+}
+
 // Three sequences in one batch: a decode step, a 3-token extension and a whole prompt. The
 // older tokens are written first, through kv_cache_write as well; unused cache slots stay
 // poisoned, so reading a wrong slot turns the output into NaN.
@@ -254,7 +262,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionGpu,
                                            // context (8 parts of 125 keys), and 3 sequences
                                            // (8 parts each; 2 keys leave 6 of them empty)
                                            PagedCase{14, 2, 64, 16, {1000}, {1}},
-                                           PagedCase{4, 1, 128, 16, {2, 300, 77}, {1, 1, 1}}),
+                                           PagedCase{4, 1, 128, 16, {2, 300, 77}, {1, 1, 1}},
+                                           // decode batches whose (token, KV head) pairs fill
+                                           // the GPU: a block per pair for 7 and 4 query heads
+                                           // per KV head, and 3 (no such kernel: per head)
+                                           decode_batch(14, 2, 64, 70), decode_batch(8, 2, 128, 70),
+                                           decode_batch(6, 2, 64, 70)),
                          [](const auto& info) {
                            const PagedCase& c = info.param;
                            return "H" + std::to_string(c.H) + "Hk" + std::to_string(c.Hk) + "hd" +

@@ -10,6 +10,8 @@
 // key); the groups' partial softmax states (max, sum, 8 accumulators per thread) are merged at
 // the end, within a warp by shuffles and across warps through shared memory.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include <cooperative_groups.h>
@@ -210,6 +212,124 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
+// Decode batches with enough (token, KV head) pairs to fill half the GPU: a block per (token,
+// KV head) that reads each cached K/V row once for the G query heads sharing it, where a block
+// per query head read it G times. Each group of TPK lanes holds one key at a time and runs the
+// online softmax of all G heads on it (q, state and accumulators of G heads in registers).
+constexpr int kGqaThreads = 256;
+
+template <int TPK, int G>
+__global__ void __launch_bounds__(kGqaThreads)
+    paged_attention_gqa_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
+                               const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                               const int32_t* __restrict__ q_start,
+                               const int32_t* __restrict__ context_len,
+                               const int32_t* __restrict__ block_table, int max_blocks_per_seq,
+                               int block_size, int num_seqs, int n_kv_heads, float scale) {
+  constexpr int hd = TPK * 8, kWarps = kGqaThreads / 32;
+  constexpr int kGroupsPerWarp = 32 / TPK, kGroups = kGqaThreads / TPK;
+  __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
+  __shared__ float sm_acc[kWarps][G][hd];
+  __shared__ int32_t sm_table[kTableSmem];
+  pdl_launch_dependents();
+  pdl_wait();
+
+  const int hk = int(blockIdx.x % unsigned(n_kv_heads)), t = int(blockIdx.x / unsigned(n_kv_heads));
+  const int H = n_kv_heads * G;
+  const int s = seq_of(q_start, num_seqs, t);
+  const int q_len = q_start[s + 1] - q_start[s];
+  const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
+  const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
+  const int table_len = (n_keys + block_size - 1) / block_size;
+  if (table_len <= kTableSmem) {  // block-uniform
+    for (int i = threadIdx.x; i < table_len; i += kGqaThreads) sm_table[i] = table[i];
+    __syncthreads();
+    table = sm_table;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
+  float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    unpack8(load8(q + (int64_t(t) * H + hk * G + h) * hd + d0), qv[h]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) qv[h][i] *= scale, acc[h][i] = 0.f;
+    m[h] = -INFINITY, l[h] = 0.f;
+  }
+  const int64_t kv_row = int64_t(n_kv_heads) * hd;
+  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kKeysPerTrip * kGroups) {
+    float kf[kKeysPerTrip][8], vf[kKeysPerTrip][8];
+    bool valid[kKeysPerTrip];
+#pragma unroll
+    for (int r = 0; r < kKeysPerTrip; ++r) {
+      const int kk = base + gw + r * kGroups;
+      valid[r] = kk < n_keys;
+      if (valid[r]) {
+        const int64_t off = (int64_t(table[kk / block_size]) * block_size + kk % block_size) *
+                                kv_row + int64_t(hk) * hd + d0;
+        unpack8(load8(kc + off), kf[r]);
+        unpack8(load8(vc + off), vf[r]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kKeysPerTrip; ++r)
+#pragma unroll
+      for (int h = 0; h < G; ++h) attend_key<TPK>(m[h], l[h], acc[h], qv[h], kf[r], vf[r], valid[r]);
+  }
+#pragma unroll
+  for (int h = 0; h < G; ++h) merge_warp_groups<TPK>(m[h], l[h], acc[h]);
+  if (gw == 0) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      if (lig == 0) sm_m[warp][h] = m[h], sm_l[warp][h] = l[h];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sm_acc[warp][h][d0 + i] = acc[h][i];
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < G * hd; idx += kGqaThreads) {
+    const int h = idx / hd, d = idx % hd;
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w)
+      if (sm_l[w][h] > 0.f) M = fmaxf(M, sm_m[w][h]);
+    float L = 0.f, r = 0.f;
+    for (int w = 0; w < kWarps; ++w)
+      if (sm_l[w][h] > 0.f) {
+        const float e = __expf(sm_m[w][h] - M);
+        L += sm_l[w][h] * e;
+        r += sm_acc[w][h][d] * e;
+      }
+    out[(int64_t(t) * H + hk * G + h) * hd + d] = to_bf(r / L);
+  }
+}
+
+template <int TPK, int G>
+void launch_gqa(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
+                const AttnShape& s) {
+  launch_pdl(paged_attention_gqa_kernel<TPK, G>, dim3(unsigned(b.num_tokens * s.n_kv_heads)),
+             dim3(kGqaThreads), 0, st, static_cast<bf16*>(out), static_cast<const bf16*>(q),
+             static_cast<const bf16*>(c.k), static_cast<const bf16*>(c.v), b.q_start,
+             b.context_len, b.block_table, b.max_blocks_per_seq, c.block_size, b.num_seqs,
+             s.n_kv_heads, s.scale);
+}
+
+// The GQA kernel for this shape, if it has one: head_dim 64 or 128, 2, 4, 7 or 8 query heads
+// per KV head (the presets have 2 and 7).
+template <int TPK>
+bool launch_gqa_for(cudaStream_t st, void* out, const void* q, const PagedKv& c,
+                    const PagedBatch& b, const AttnShape& s) {
+  switch (s.n_heads / s.n_kv_heads) {
+    case 2: launch_gqa<TPK, 2>(st, out, q, c, b, s); return true;
+    case 4: launch_gqa<TPK, 4>(st, out, q, c, b, s); return true;
+    case 7: launch_gqa<TPK, 7>(st, out, q, c, b, s); return true;
+    case 8: launch_gqa<TPK, 8>(st, out, q, c, b, s); return true;
+    default: return false;
+  }
+}
+
 constexpr int kPartThreads = 256;
 
 // A thread block cluster per (token, head), one block per part (Hopper): each part leaves its
@@ -263,6 +383,15 @@ void launch_paged(cudaStream_t st, int sms, void* out, const void* q, const Page
              static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
              b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, s.head_dim,
              s.scale);
+}
+
+// SIESTA_ATTENTION_GQA=0: a block per query head where the GQA kernel would run (to compare).
+bool gqa_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SIESTA_ATTENTION_GQA");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
 }
 
 void check_shape(const AttnShape& s, const char* op) {
@@ -338,6 +467,11 @@ void CudaOps::paged_attention(void* out, const void* q, const PagedKv& cache, co
     if (s.head_dim == 64) launch_parts<8>(stream_, out, q, cache, b, s, parts);
     else launch_parts<16>(stream_, out, q, cache, b, s, parts);
     return;
+  }
+  // Decode batches whose (token, KV head) pairs fill half the GPU: a block per pair.
+  if (b.max_q_len == 1 && 2 * b.num_tokens * s.n_kv_heads >= sm_count_ && gqa_enabled()) {
+    if (s.head_dim == 64 && launch_gqa_for<8>(stream_, out, q, cache, b, s)) return;
+    if (s.head_dim == 128 && launch_gqa_for<16>(stream_, out, q, cache, b, s)) return;
   }
   const int per_key = s.head_dim / 8;  // threads holding one key row
   if (per_key <= 1) launch_paged<1>(stream_, sm_count_, out, q, cache, b, s);
