@@ -14,8 +14,9 @@ TEST(ParameterSpecs, UseHfNamesInFixedOrderAndCountEveryParameter) {
   EXPECT_EQ(specs[0].name, "model.embed_tokens.weight");
   EXPECT_EQ(specs[0].shape, (Shape{264, 64}));
   EXPECT_EQ(specs[2].name, "model.layers.0.self_attn.q_proj.weight");
-  EXPECT_EQ(specs[3].name, "model.layers.0.self_attn.q_proj.bias");
-  EXPECT_EQ(specs[4].shape, (Shape{32, 64}));  // k_proj: 2 kv heads x 16
+  EXPECT_EQ(specs[3].name, "model.layers.0.self_attn.k_proj.weight");  // q, k, v back to back
+  EXPECT_EQ(specs[3].shape, (Shape{32, 64}));  // k_proj: 2 kv heads x 16
+  EXPECT_EQ(specs[5].name, "model.layers.0.self_attn.q_proj.bias");
   EXPECT_EQ(specs.back().name, "lm_head.weight");
   int64_t total = 0;
   for (auto& s : specs) total += numel(s.shape);

@@ -17,12 +17,16 @@ std::vector<ParamSpec> parameter_specs(const ModelConfig& c) {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     s.push_back({p + "input_layernorm.weight", {h}});
+    // q, k and v back to back (where their sizes keep the alignment): one GEMM projects all
+    // three (InferenceModel).
     s.push_back({p + "self_attn.q_proj.weight", {q, h}});
-    if (c.attention_bias) s.push_back({p + "self_attn.q_proj.bias", {q}});
     s.push_back({p + "self_attn.k_proj.weight", {kv, h}});
-    if (c.attention_bias) s.push_back({p + "self_attn.k_proj.bias", {kv}});
     s.push_back({p + "self_attn.v_proj.weight", {kv, h}});
-    if (c.attention_bias) s.push_back({p + "self_attn.v_proj.bias", {kv}});
+    if (c.attention_bias) {
+      s.push_back({p + "self_attn.q_proj.bias", {q}});
+      s.push_back({p + "self_attn.k_proj.bias", {kv}});
+      s.push_back({p + "self_attn.v_proj.bias", {kv}});
+    }
     s.push_back({p + "self_attn.o_proj.weight", {h, q}});
     s.push_back({p + "post_attention_layernorm.weight", {h}});
     s.push_back({p + "mlp.gate_proj.weight", {inter, h}});

@@ -33,17 +33,24 @@ void CpuOps::kv_cache_write(const PagedKv& cache, const void* k, const void* v, 
   }
 }
 
-// The op sequence itself: this backend's add_bias, rope and kv_cache_write.
-void CpuOps::qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+// The op sequence itself: this backend's add_bias, rope and kv_cache_write, on q, k and v
+// copied out of the packed rows.
+void CpuOps::qkv_bias_rope_cache(void* q_out, const void* qkv, const void* q_bias,
                                  const void* k_bias, const void* v_bias, const float* cos_sin_f32,
                                  const PagedKv& cache, const PagedBatch& b, const AttnShape& s) {
   const int64_t n = b.num_tokens;
   if (n <= 0) return;
   const int64_t qd = int64_t(s.n_heads) * s.head_dim, kvd = int64_t(s.n_kv_heads) * s.head_dim;
-  const auto* kf = static_cast<const float*>(k);
-  const auto* vf = static_cast<const float*>(v);
-  fused_k_.assign(kf, kf + n * kvd);
-  fused_v_.assign(vf, vf + n * kvd);
+  const int64_t row = qd + 2 * kvd;
+  const auto* in = static_cast<const float*>(qkv);
+  auto* q = static_cast<float*>(q_out);
+  fused_k_.resize(size_t(n * kvd));
+  fused_v_.resize(size_t(n * kvd));
+  for (int64_t t = 0; t < n; ++t) {
+    std::memcpy(q + t * qd, in + t * row, size_t(qd) * sizeof(float));
+    std::memcpy(fused_k_.data() + t * kvd, in + t * row + qd, size_t(kvd) * sizeof(float));
+    std::memcpy(fused_v_.data() + t * kvd, in + t * row + qd + kvd, size_t(kvd) * sizeof(float));
+  }
   if (q_bias) add_bias(q, q_bias, n, qd);
   if (k_bias) add_bias(fused_k_.data(), k_bias, n, kvd);
   if (v_bias) add_bias(fused_v_.data(), v_bias, n, kvd);

@@ -110,7 +110,7 @@ class CudaOps final : public Ops {
 
   void kv_cache_write(const PagedKv& cache, const void* k, const void* v, const PagedBatch& b,
                       const AttnShape& s) override;
-  void qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+  void qkv_bias_rope_cache(void* q_out, const void* qkv, const void* q_bias,
                            const void* k_bias, const void* v_bias, const float* cos_sin_f32,
                            const PagedKv& cache, const PagedBatch& b, const AttnShape& s) override;
   void paged_attention(void* out, const void* q, const PagedKv& cache, const PagedBatch& b,

@@ -64,10 +64,10 @@ __global__ void kv_cache_write_kernel(bf16* __restrict__ kc, bf16* __restrict__ 
 }
 
 // Ops::qkv_bias_rope_cache: one thread per rope pair (j, j + half) of a q or k head, or pair
-// of v elements, of one token. Rounded where the op sequence stores: after the bias (add_bias),
-// after the rotation (rope); the cache gets those bf16 values (kv_cache_write).
-__global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q, const bf16* __restrict__ k,
-                                           const bf16* __restrict__ v,
+// of v elements, of one token, read from the token's packed q | k | v row. Rounded where the op
+// sequence stores: after the bias (add_bias), after the rotation (rope); the cache gets those
+// bf16 values (kv_cache_write).
+__global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q_out, const bf16* __restrict__ qkv,
                                            const bf16* __restrict__ q_bias,
                                            const bf16* __restrict__ k_bias,
                                            const bf16* __restrict__ v_bias,
@@ -80,17 +80,21 @@ __global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q, const bf16* __r
   const int half = head_dim / 2;
   const int uq = n_heads * half, uk = n_kv_heads * half, per_token = uq + 2 * uk;
   const int64_t qd = int64_t(n_heads) * head_dim, kvd = int64_t(n_kv_heads) * head_dim;
+  const int64_t row_len = qd + 2 * kvd;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = i / per_token;
     int u = int(i % per_token);
     const int kind = u < uq ? 0 : u < uq + uk ? 1 : 2;  // q, k, v
     u -= kind == 0 ? 0 : kind == 1 ? uq : uq + uk;
-    const int col = (u / half) * head_dim + u % half;  // first of the pair within the row
-    const bf16* src = kind == 0 ? q + t * qd : (kind == 1 ? k : v) + t * kvd;
+    const int col = (u / half) * head_dim + u % half;  // first of the pair within q, k or v
+    const bf16* src = qkv + t * row_len + (kind == 0 ? 0 : kind == 1 ? qd : qd + kvd);
     const bf16* bias = kind == 0 ? q_bias : kind == 1 ? k_bias : v_bias;
     float x1 = to_f(src[col]), x2 = to_f(src[col + half]);
-    if (bias) x1 = to_f(to_bf(x1 + to_f(bias[col]))), x2 = to_f(to_bf(x2 + to_f(bias[col + half])));
+    if (bias) {
+      x1 = to_f(to_bf(x1 + to_f(bias[col])));
+      x2 = to_f(to_bf(x2 + to_f(bias[col + half])));
+    }
     bf16 o1 = to_bf(x1), o2 = to_bf(x2);
     if (kind != 2) {
       const float* row = cos_sin + int64_t(positions[t]) * head_dim;
@@ -100,8 +104,8 @@ __global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q, const bf16* __r
       o1 = to_bf(r1), o2 = to_bf(r2);
     }
     if (kind == 0) {
-      q[t * qd + col] = o1;
-      q[t * qd + col + half] = o2;
+      q_out[t * qd + col] = o1;
+      q_out[t * qd + col + half] = o2;
       continue;
     }
     const int32_t slot = slot_mapping[t];
@@ -426,12 +430,11 @@ void CudaOps::kv_cache_write(const PagedKv& cache, const void* k, const void* v,
   SIESTA_CUDA_LAUNCH_CHECK();
 }
 
-void CudaOps::qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+void CudaOps::qkv_bias_rope_cache(void* q_out, const void* qkv, const void* q_bias,
                                   const void* k_bias, const void* v_bias,
                                   const float* cos_sin_f32, const PagedKv& cache,
                                   const PagedBatch& b, const AttnShape& s) {
   check_shape(s, "qkv_bias_rope_cache");
-  require(s.head_dim % 2 == 0, "qkv_bias_rope_cache: head_dim must be even");
   if (b.num_tokens <= 0) return;
   activate();
   const int64_t total =
@@ -439,11 +442,10 @@ void CudaOps::qkv_bias_rope_cache(void* q, const void* k, const void* v, const v
   const int threads = 256;
   qkv_bias_rope_cache_kernel<<<grid_for(total, threads, int64_t(sm_count_) * 16), threads, 0,
                                stream_>>>(
-      static_cast<bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v),
-      static_cast<const bf16*>(q_bias), static_cast<const bf16*>(k_bias),
-      static_cast<const bf16*>(v_bias), cos_sin_f32, b.positions, b.slot_mapping,
-      static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v), total, s.n_heads, s.n_kv_heads,
-      s.head_dim);
+      static_cast<bf16*>(q_out), static_cast<const bf16*>(qkv), static_cast<const bf16*>(q_bias),
+      static_cast<const bf16*>(k_bias), static_cast<const bf16*>(v_bias), cos_sin_f32,
+      b.positions, b.slot_mapping, static_cast<bf16*>(cache.k), static_cast<bf16*>(cache.v),
+      total, s.n_heads, s.n_kv_heads, s.head_dim);
   SIESTA_CUDA_LAUNCH_CHECK();
 }
 

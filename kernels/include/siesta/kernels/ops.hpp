@@ -180,12 +180,13 @@ class Ops {
                               const PagedBatch& b, const AttnShape& s) = 0;
   // The tail of the q/k/v projections in one pass, for batches the fused decode ops do not
   // take (prefill, large decode batches): the biases added (each may be null), rope at
-  // b.positions on q and k, k and v stored in `cache` at b.slot_mapping (slot < 0: not stored).
-  // q [num_tokens, n_heads*hd] is rotated in place; k and v [num_tokens, n_kv_heads*hd] are only
-  // read. The same values as add_bias, rope and kv_cache_write one after the other (rounded to
-  // act dtype where they store), in one kernel instead of up to six (H200, 0.5b decode at batch
-  // 64: 1.72 -> 1.55 ms per step).
-  virtual void qkv_bias_rope_cache(void* q, const void* k, const void* v, const void* q_bias,
+  // b.positions on q and k, k and v stored in `cache` at b.slot_mapping (slot < 0: not stored),
+  // q written to q_out [num_tokens, n_heads*hd]. qkv holds a row per token: q | k | v
+  // (n_heads*hd + 2*n_kv_heads*hd values, as one GEMM over the three weights writes them); it
+  // is only read. The same values as add_bias, rope and kv_cache_write one after the other
+  // (rounded to act dtype where they store), in one kernel instead of up to six (H200, 0.5b
+  // decode at batch 64: 1.72 -> 1.55 ms per step).
+  virtual void qkv_bias_rope_cache(void* q_out, const void* qkv, const void* q_bias,
                                    const void* k_bias, const void* v_bias,
                                    const float* cos_sin_f32, const PagedKv& cache,
                                    const PagedBatch& b, const AttnShape& s) = 0;

@@ -54,13 +54,16 @@ class InferenceModel {
   const float* rope_;
   std::vector<kernels::PagedKv> kv_;
   int max_tokens_;
-  // Workspace carve-up (act dtype): residual, normed, q, k, v, attention output, gate, up,
-  // swiglu output, gathered last rows, their norm; then attention partial sums.
-  void *x_, *xn_, *q_, *k_, *v_, *attn_, *gate_, *up_, *h_, *rows_, *rows_n_;
+  // Workspace carve-up (act dtype): residual, normed, q, the q | k | v rows of the projection,
+  // attention output, gate and up, swiglu output, gathered last rows, their norm; then
+  // attention partial sums.
+  void *x_, *xn_, *q_, *qkv_, *attn_, *gate_up_, *h_, *rows_, *rows_n_;
   void* partials_;  // attention partial sums of Ops::decode_layers
 
   // Every layer through Ops::decode_layers; false when the backend declines (nothing done).
   bool decode_layers(const kernels::PagedBatch& b);
+  void project_qkv(const LayerWeights& L, int64_t n);
+  void mlp(const LayerWeights& L, int64_t n);
 };
 
 }  // namespace siesta::model
