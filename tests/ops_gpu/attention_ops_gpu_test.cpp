@@ -264,8 +264,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionGpu,
                                            PagedCase{14, 2, 64, 16, {1000}, {1}},
                                            PagedCase{4, 1, 128, 16, {2, 300, 77}, {1, 1, 1}},
                                            // decode batches whose (token, KV head) pairs fill
-                                           // the GPU: a block per pair for 7 and 4 query heads
-                                           // per KV head, and 3 (no such kernel: per head)
+                                           // the GPU: blocks of up to 4 query heads sharing a
+                                           // KV head, for 7 (4 + 3), 4 and 3 heads per KV head
                                            decode_batch(14, 2, 64, 70), decode_batch(8, 2, 128, 70),
                                            decode_batch(6, 2, 64, 70)),
                          [](const auto& info) {
