@@ -267,7 +267,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PagedAttentionGpu,
                                            // the GPU: blocks of up to 4 query heads sharing a
                                            // KV head, for 7 (4 + 3), 4 and 3 heads per KV head
                                            decode_batch(14, 2, 64, 70), decode_batch(8, 2, 128, 70),
-                                           decode_batch(6, 2, 64, 70)),
+                                           decode_batch(6, 2, 64, 70),
+                                           // and prefill chunks that do (with a decode)
+                                           PagedCase{14, 2, 64, 16, {300, 200, 77, 9},
+                                                     {100, 50, 77, 1}}),
                          [](const auto& info) {
                            const PagedCase& c = info.param;
                            return "H" + std::to_string(c.H) + "Hk" + std::to_string(c.Hk) + "hd" +

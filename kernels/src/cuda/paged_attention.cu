@@ -216,9 +216,9 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
-// Decode batches with enough (token, KV head) pairs to fill half the GPU: a block per (token,
-// KV head, GB of its query heads) that reads each cached K/V row once for those heads, where a
-// block per query head read it once per head. Each group of TPK lanes holds one key at a time
+// Batches (decode or prefill) with enough (token, KV head) pairs to fill half the GPU: a block
+// per (token, KV head, GB of its query heads) that reads each cached K/V row once for those
+// heads, where a block per query head read it once per head. Each group of TPK lanes holds one key at a time
 // and runs the online softmax of the block's heads on it (q, state and accumulators of GB heads
 // in registers).
 // Four heads a block (126 registers: two blocks per SM). H200, 0.5b (7 heads per KV head),
@@ -477,8 +477,9 @@ void CudaOps::paged_attention(void* out, const void* q, const PagedKv& cache, co
     else launch_parts<16>(stream_, out, q, cache, b, s, parts);
     return;
   }
-  // Decode batches whose (token, KV head) pairs fill half the GPU: a block per pair.
-  if (b.max_q_len == 1 && 2 * b.num_tokens * s.n_kv_heads >= sm_count_ && gqa_enabled()) {
+  // Batches whose (token, KV head) pairs fill half the GPU, decode and prefill alike: a block
+  // per pair and four of its query heads.
+  if (2 * b.num_tokens * s.n_kv_heads >= sm_count_ && gqa_enabled()) {
     if (s.head_dim == 64 && launch_gqa_for<8>(stream_, out, q, cache, b, s)) return;
     if (s.head_dim == 128 && launch_gqa_for<16>(stream_, out, q, cache, b, s)) return;
   }
