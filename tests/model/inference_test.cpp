@@ -10,8 +10,19 @@
 namespace siesta::model {
 namespace {
 
-struct InferenceFixture : ::testing::Test {
-  ModelConfig cfg = test::tiny_config();
+// The tiny preset, whose q/k/v and gate/up weights lie back to back (one GEMM each), and the
+// same with sizes that break the 128-element alignment between them (three GEMMs and two).
+ModelConfig config_for(bool packed) {
+  ModelConfig c = test::tiny_config();
+  if (!packed) {
+    c.hidden_size = 36, c.num_attention_heads = 3, c.num_key_value_heads = 1;
+    c.intermediate_size = 44;  // q 48 x 36 and gate 44 x 36: not multiples of 128 elements
+  }
+  return c;
+}
+
+struct InferenceFixture : ::testing::TestWithParam<bool> {
+  ModelConfig cfg = config_for(GetParam());
   std::unique_ptr<kernels::Ops> ops = kernels::make_cpu_ops();
   HostWeights w{cfg, DType::F32};
   std::vector<float> rope = rope_table(cfg);
@@ -79,7 +90,18 @@ struct InferenceFixture : ::testing::Test {
   }
 };
 
-TEST_F(InferenceFixture, PagedDecodeOneTokenAtATimeEqualsFullSequenceForward) {
+// The two cases take the paths they are named for: q, k, v (and gate, up) back to back or not.
+TEST_P(InferenceFixture, WeightsLieAsTheCaseSays) {
+  const LayerWeights& L = w.weights().layers[0];
+  const auto* q = static_cast<const std::byte*>(L.q_proj.data);
+  const auto* g = static_cast<const std::byte*>(L.gate_proj.data);
+  EXPECT_EQ(L.k_proj.data == q + L.q_proj.numel() * 4 &&
+                L.v_proj.data == q + (L.q_proj.numel() + L.k_proj.numel()) * 4,
+            GetParam());
+  EXPECT_EQ(L.up_proj.data == g + L.gate_proj.numel() * 4, GetParam());
+}
+
+TEST_P(InferenceFixture, PagedDecodeOneTokenAtATimeEqualsFullSequenceForward) {
   auto tokens = test::random_tokens(13, V, 6);
   auto want = full_logits(tokens);
   std::vector<int32_t> blocks = {7, 2, 19, 0};  // scattered, out of order
@@ -91,7 +113,7 @@ TEST_F(InferenceFixture, PagedDecodeOneTokenAtATimeEqualsFullSequenceForward) {
   }
 }
 
-TEST_F(InferenceFixture, BatchedPrefillOfDifferentLengthsEqualsOneAtATime) {
+TEST_P(InferenceFixture, BatchedPrefillOfDifferentLengthsEqualsOneAtATime) {
   auto a = test::random_tokens(9, V, 7), b = test::random_tokens(2, V, 8),
        c = test::random_tokens(14, V, 9);
   auto batched = step({{&a, {0, 1, 2}, 0, 9}, {&b, {3}, 0, 2}, {&c, {4, 5, 6, 7}, 0, 14}});
@@ -100,7 +122,7 @@ TEST_F(InferenceFixture, BatchedPrefillOfDifferentLengthsEqualsOneAtATime) {
   expect_row_eq(&batched[2 * size_t(V)], &full_logits(c)[13 * size_t(V)], "seq c");
 }
 
-TEST_F(InferenceFixture, MixedPrefillAndDecodeInOneBatch) {
+TEST_P(InferenceFixture, MixedPrefillAndDecodeInOneBatch) {
   auto a = test::random_tokens(6, V, 10), b = test::random_tokens(5, V, 11);
   step({{&a, {9, 10}, 0, 5}});                                   // a prefilled up to 5
   auto l = step({{&a, {9, 10}, 5, 6}, {&b, {11, 12}, 0, 5}});    // a decodes, b prefills
@@ -108,7 +130,7 @@ TEST_F(InferenceFixture, MixedPrefillAndDecodeInOneBatch) {
   expect_row_eq(&l[size_t(V)], &full_logits(b)[4 * size_t(V)], "prefilling b");
 }
 
-TEST_F(InferenceFixture, TrainingLogprobsAreTheLogSoftmaxOfItsLogits) {
+TEST_P(InferenceFixture, TrainingLogprobsAreTheLogSoftmaxOfItsLogits) {
   auto tokens = test::random_tokens(6, V, 12);
   auto logits = full_logits(tokens);
   HostWeights g(cfg, DType::F32);
@@ -124,12 +146,15 @@ TEST_F(InferenceFixture, TrainingLogprobsAreTheLogSoftmaxOfItsLogits) {
   }
 }
 
-TEST_F(InferenceFixture, RejectsMoreTokensThanTheWorkspaceHolds) {
+TEST_P(InferenceFixture, RejectsMoreTokensThanTheWorkspaceHolds) {
   auto tokens = test::random_tokens(kMaxTokens + 1, V, 13);
   std::vector<int32_t> blocks(17);
   std::iota(blocks.begin(), blocks.end(), 0);
   EXPECT_THROW(step({{&tokens, blocks, 0, kMaxTokens + 1}}), ModelError);
 }
+
+INSTANTIATE_TEST_SUITE_P(Weights, InferenceFixture, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Packed" : "Apart"; });
 
 }  // namespace
 }  // namespace siesta::model

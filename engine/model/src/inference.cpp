@@ -150,8 +150,9 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
   detail::linear(ops, logits_out, rows_n_, w_.lm_head, n_rows);
 }
 
-// x_ += swiglu(xn_ Wg^T, xn_ Wu^T) Wd^T for n tokens. For a decode batch, where the gate and up
-// weights lie back to back (parameter_specs puts them so), one GEMM computes both as
+// x_ += swiglu(xn_ Wg^T, xn_ Wu^T) Wd^T for n tokens. Up to 512 tokens (decode batches, short
+// prefill chunks), where the gate and up weights lie back to back (parameter_specs puts them
+// so), one GEMM computes both as
 // (Wg | Wu) xn_^T: the result is transposed, [2 inter, n] (a column per token), so that the gate
 // rows and the up rows are two blocks that swiglu_forward takes as they are; the down GEMM
 // reads h transposed. H200, 0.5b decode at batch 64 (with q/k/v in one GEMM): 1.55 -> 1.33 ms
