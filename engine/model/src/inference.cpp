@@ -152,12 +152,11 @@ void InferenceModel::forward(const int32_t* tokens, const kernels::PagedBatch& b
 
 // x_ += swiglu(xn_ Wg^T, xn_ Wu^T) Wd^T for n tokens. Up to 512 tokens (decode batches, short
 // prefill chunks), where the gate and up weights lie back to back (parameter_specs puts them
-// so), one GEMM computes both as
-// (Wg | Wu) xn_^T: the result is transposed, [2 inter, n] (a column per token), so that the gate
-// rows and the up rows are two blocks that swiglu_forward takes as they are; the down GEMM
-// reads h transposed. H200, 0.5b decode at batch 64 (with q/k/v in one GEMM): 1.55 -> 1.33 ms
-// per step. Prefill chunks keep two GEMMs in the usual layout: with this one a 64 x 1024-token
-// prefill took ~30% longer.
+// so), one GEMM computes both as (Wg | Wu) xn_^T: the result is transposed, [2 inter, n] (a
+// column per token), so that the gate rows and the up rows are two blocks that swiglu_forward
+// takes as they are; the down GEMM reads h transposed. H200, 0.5b decode at batch 64 (with
+// q/k/v in one GEMM): 1.55 -> 1.33 ms per step. Larger chunks keep two GEMMs in the usual
+// layout: with this one the 8192-token chunks of a 64 x 1024-token prefill took ~30% longer.
 constexpr int64_t kOneGemmMlpMaxTokens = 512;
 
 void InferenceModel::mlp(const LayerWeights& L, int64_t n) {
