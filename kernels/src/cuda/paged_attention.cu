@@ -116,6 +116,53 @@ __global__ void qkv_bias_rope_cache_kernel(bf16* __restrict__ q_out, const bf16*
   }
 }
 
+// The keys that token t attends to (its sequence's positions 0 .. its own) and where they lie:
+// the sequence's block table, copied into sm_table first where it fits (kTableSmem).
+struct KeyWalk {
+  int n_keys;
+  const int32_t* table;
+};
+template <int THREADS>
+__device__ KeyWalk key_walk(int t, const int32_t* __restrict__ q_start,
+                            const int32_t* __restrict__ context_len,
+                            const int32_t* __restrict__ block_table, int max_blocks_per_seq,
+                            int block_size, int num_seqs, int32_t* sm_table) {
+  const int s = seq_of(q_start, num_seqs, t);
+  const int q_len = q_start[s + 1] - q_start[s];
+  KeyWalk w{context_len[s] - q_len + (t - q_start[s]) + 1,
+            block_table + int64_t(s) * max_blocks_per_seq};
+  const int table_len = (w.n_keys + block_size - 1) / block_size;
+  if (table_len <= kTableSmem) {  // block-uniform
+    for (int i = threadIdx.x; i < table_len; i += THREADS) sm_table[i] = w.table[i];
+    __syncthreads();
+    w.table = sm_table;
+  }
+  return w;
+}
+
+// One trip of a group: keys base + r * groups (r < kKeysPerTrip), this lane's 8 head-dim values
+// of K and V at column offset col (zeros past n_keys, or where the lane holds no column).
+__device__ __forceinline__ void load_trip(float (&kf)[kKeysPerTrip][8],
+                                          float (&vf)[kKeysPerTrip][8],
+                                          bool (&valid)[kKeysPerTrip], const KeyWalk& w, int base,
+                                          int groups, bool active, int block_size, int64_t kv_row,
+                                          int64_t col, const bf16* __restrict__ kc,
+                                          const bf16* __restrict__ vc) {
+#pragma unroll
+  for (int r = 0; r < kKeysPerTrip; ++r) {
+    const int kk = base + r * groups;
+    valid[r] = kk < w.n_keys;
+    if (valid[r] && active) {
+      const int64_t slot = int64_t(w.table[kk / block_size]) * block_size + kk % block_size;
+      unpack8(load8(kc + slot * kv_row + col), kf[r]);
+      unpack8(load8(vc + slot * kv_row + col), vf[r]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
+    }
+  }
+}
+
 template <int TPK, int THREADS>
 __global__ void __launch_bounds__(THREADS)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
@@ -139,16 +186,8 @@ __global__ void __launch_bounds__(THREADS)
   // through L2 at about the same time.
   const int h = int(blockIdx.x % unsigned(n_heads)), t = int(blockIdx.x / unsigned(n_heads));
   const int hk = h / (n_heads / n_kv_heads);
-  const int s = seq_of(q_start, num_seqs, t);
-  const int q_len = q_start[s + 1] - q_start[s];
-  const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
-  const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
-  const int table_len = (n_keys + block_size - 1) / block_size;
-  if (table_len <= kTableSmem) {  // block-uniform
-    for (int i = threadIdx.x; i < table_len; i += THREADS) sm_table[i] = table[i];
-    __syncthreads();
-    table = sm_table;
-  }
+  const KeyWalk w = key_walk<THREADS>(t, q_start, context_len, block_table, max_blocks_per_seq,
+                                      block_size, num_seqs, sm_table);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gw = lane / TPK, lig = lane % TPK;  // group within warp, lane within group
@@ -170,23 +209,11 @@ __global__ void __launch_bounds__(THREADS)
   // kKeysPerTrip keys per group per trip, all loaded before any is used: the walk over a
   // short decode context is bound by load latency, not bandwidth.
   // Warp-uniform trip count: shuffles inside need every lane of the warp.
-  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kKeysPerTrip * kGroups) {
+  for (int base = warp * kGroupsPerWarp; base < w.n_keys; base += kKeysPerTrip * kGroups) {
     float kf[kKeysPerTrip][8], vf[kKeysPerTrip][8];
     bool valid[kKeysPerTrip];
-#pragma unroll
-    for (int r = 0; r < kKeysPerTrip; ++r) {
-      const int kk = base + gw + r * kGroups;
-      valid[r] = kk < n_keys;
-      if (valid[r] && active) {
-        const int64_t slot = int64_t(table[kk / block_size]) * block_size + kk % block_size;
-        const int64_t off = slot * kv_row + int64_t(hk) * head_dim + d0;
-        unpack8(load8(kc + off), kf[r]);
-        unpack8(load8(vc + off), vf[r]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
-      }
-    }
+    load_trip(kf, vf, valid, w, base + gw, kGroups, active, block_size, kv_row,
+              int64_t(hk) * head_dim + d0, kc, vc);
 #pragma unroll
     for (int r = 0; r < kKeysPerTrip; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
   }
@@ -248,16 +275,8 @@ __global__ void __launch_bounds__(kGqaThreads)
   const int pair = int(blockIdx.x / unsigned(per_pair));
   const int hk = pair % n_kv_heads, t = pair / n_kv_heads;
   const int H = n_kv_heads * group, h0 = hk * group + sub * GB, nh = min(GB, group - sub * GB);
-  const int s = seq_of(q_start, num_seqs, t);
-  const int q_len = q_start[s + 1] - q_start[s];
-  const int n_keys = context_len[s] - q_len + (t - q_start[s]) + 1;  // positions 0 .. own
-  const int32_t* table = block_table + int64_t(s) * max_blocks_per_seq;
-  const int table_len = (n_keys + block_size - 1) / block_size;
-  if (table_len <= kTableSmem) {  // block-uniform
-    for (int i = threadIdx.x; i < table_len; i += kGqaThreads) sm_table[i] = table[i];
-    __syncthreads();
-    table = sm_table;
-  }
+  const KeyWalk w = key_walk<kGqaThreads>(t, q_start, context_len, block_table,
+                                          max_blocks_per_seq, block_size, num_seqs, sm_table);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
   float qv[GB][8], acc[GB][8], m[GB], l[GB];
@@ -269,23 +288,11 @@ __global__ void __launch_bounds__(kGqaThreads)
     m[h] = -INFINITY, l[h] = 0.f;
   }
   const int64_t kv_row = int64_t(n_kv_heads) * hd;
-  for (int base = warp * kGroupsPerWarp; base < n_keys; base += kKeysPerTrip * kGroups) {
+  for (int base = warp * kGroupsPerWarp; base < w.n_keys; base += kKeysPerTrip * kGroups) {
     float kf[kKeysPerTrip][8], vf[kKeysPerTrip][8];
     bool valid[kKeysPerTrip];
-#pragma unroll
-    for (int r = 0; r < kKeysPerTrip; ++r) {
-      const int kk = base + gw + r * kGroups;
-      valid[r] = kk < n_keys;
-      if (valid[r]) {
-        const int64_t off = (int64_t(table[kk / block_size]) * block_size + kk % block_size) *
-                                kv_row + int64_t(hk) * hd + d0;
-        unpack8(load8(kc + off), kf[r]);
-        unpack8(load8(vc + off), vf[r]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kf[r][i] = vf[r][i] = 0.f;
-      }
-    }
+    load_trip(kf, vf, valid, w, base + gw, kGroups, true, block_size, kv_row,
+              int64_t(hk) * hd + d0, kc, vc);
 #pragma unroll
     for (int r = 0; r < kKeysPerTrip; ++r)
 #pragma unroll
