@@ -1,9 +1,12 @@
 // Inference attention over the paged KV cache (vLLM layout [num_blocks, block_size, n_kv_heads,
-// head_dim]): kv_cache_write scatters new K/V rows to their slots; paged_attention runs one
+// head_dim]): kv_cache_write scatters new K/V rows to their slots (qkv_bias_rope_cache does so
+// after the biases and rope, from the packed rows of the q/k/v GEMM); paged_attention runs one
 // thread block per (new token, query head) with an online softmax over the sequence's cached
 // tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike. A decode
 // batch with too few (token, head) pairs to fill half the GPU runs in parts instead on Hopper
-// (attention_parts.cuh): a block per (token, head, part), a cluster per (token, head).
+// (attention_parts.cuh): a block per (token, head, part), a cluster per (token, head). A batch
+// whose (token, KV head) pairs fill half the GPU runs a block per (token, KV head, four of its
+// query heads), which reads each K/V row once for those heads (the GQA kernel below).
 //
 // Inside a block, groups of TPK threads each own one key at a time (kKeysPerTrip in flight),
 // every thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per
