@@ -25,9 +25,11 @@ struct ParamSpec {
   Shape shape;       // HF shape: linear weights are [out, in]
 };
 
-// Fixed order: model.embed_tokens.weight; per layer input_layernorm, q/k/v_proj (weight, then
-// bias when attention_bias), o_proj, post_attention_layernorm, mlp gate/up/down_proj;
-// model.norm.weight; lm_head.weight unless tie_word_embeddings.
+// Fixed order: model.embed_tokens.weight; per layer input_layernorm, q/k/v_proj weights, then
+// their biases when attention_bias, o_proj, post_attention_layernorm, mlp gate/up/down_proj;
+// model.norm.weight; lm_head.weight unless tie_word_embeddings. (The q, k, v weights and the
+// gate, up weights lie back to back wherever their sizes keep the alignment: the inference
+// model then projects each group with one GEMM.)
 std::vector<ParamSpec> parameter_specs(const ModelConfig& cfg);
 
 // Elements of the padded buffer, and its size in bytes for one dtype.
