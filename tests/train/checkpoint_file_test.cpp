@@ -105,6 +105,22 @@ TEST(CheckpointFile, CorruptTruncatedAndForeignFilesAreRefused) {
   EXPECT_NE(expect_error(d / "text.ckpt").find("magic"), std::string::npos);
 
   EXPECT_NE(expect_error(d / "missing.ckpt").find("opening checkpoint"), std::string::npos);
+
+  // A file of the previous format (version 1: another parameter layout) is refused by name,
+  // and left as it is.
+  fs::copy_file(d / "c.ckpt", d / "v1.ckpt");
+  {
+    std::fstream f(d / "v1.ckpt", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(8);
+    const uint32_t v1 = 1;
+    f.write(reinterpret_cast<const char*>(&v1), sizeof v1);
+  }
+  const std::string v1_error = expect_error(d / "v1.ckpt");
+  EXPECT_NE(v1_error.find("format version 1; this build reads version " +
+                          std::to_string(kCheckpointVersion)),
+            std::string::npos)
+      << v1_error;
+  EXPECT_EQ(fs::file_size(d / "v1.ckpt"), size);
   fs::remove_all(d);
 }
 

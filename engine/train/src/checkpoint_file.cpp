@@ -215,7 +215,8 @@ CheckpointReader::CheckpointReader(const std::filesystem::path& path) : path_(pa
     if (version != kCheckpointVersion)
       throw TrainError("checkpoint '" + path.string() + "' has format version " +
                        std::to_string(version) + "; this build reads version " +
-                       std::to_string(kCheckpointVersion));
+                       std::to_string(kCheckpointVersion) +
+                       " (the parameter layout differs); resume it with the build that wrote it");
     r.u32();
     const uint64_t index_offset = r.u64(), index_bytes = r.u64(), index_sum = r.u64();
     const uint64_t pre_sum = r.u64();

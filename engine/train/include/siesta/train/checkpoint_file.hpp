@@ -18,7 +18,10 @@
 
 namespace siesta::train {
 
-constexpr uint32_t kCheckpointVersion = 1;
+// 2: the params and AdamW sections follow parameter_specs() with the q/k/v weights back to back
+// and their biases after them (1: each weight followed by its bias). A reader refuses any other
+// version, so a checkpoint is never read into a different layout.
+constexpr uint32_t kCheckpointVersion = 2;
 
 struct CheckpointMeta {
   uint64_t config_hash = 0;     // what the reader must match (model shape, trainer layout)
