@@ -26,6 +26,12 @@ struct InferBuffers {
   void *x, *xn, *q, *qkv, *attn, *gate_up, *h, *rows, *rows_n, *partials;
 };
 
+// True where tensor b starts right where tensor a ends (es bytes an element): one GEMM can
+// take the two as one matrix.
+bool follows(const TensorView& b, const TensorView& a, size_t es) {
+  return b.data == static_cast<const std::byte*>(a.data) + size_t(a.numel()) * es;
+}
+
 // Columns of the MLP buffers stored a column per token (InferenceModel::mlp), padded to whole
 // 16-byte groups.
 int64_t padded_tokens(int64_t n) { return (n + 7) / 8 * 8; }
@@ -163,8 +169,7 @@ void InferenceModel::mlp(const LayerWeights& L, int64_t n) {
   const int64_t d = cfg_.hidden_size, inter = cfg_.intermediate_size;
   const size_t es = dtype_size(ops_.act_dtype());
   auto& ops = ops_;
-  if (n > kOneGemmMlpMaxTokens ||
-      L.up_proj.data != static_cast<const std::byte*>(L.gate_proj.data) + size_t(inter * d) * es) {
+  if (n > kOneGemmMlpMaxTokens || !follows(L.up_proj, L.gate_proj, es)) {
     void* up = static_cast<std::byte*>(gate_up_) + size_t(n * inter) * es;
     detail::linear(ops, gate_up_, xn_, L.gate_proj, n);
     detail::linear(ops, up, xn_, L.up_proj, n);
@@ -197,9 +202,7 @@ void InferenceModel::project_qkv(const LayerWeights& L, int64_t n) {
   const int64_t qd = int64_t(cfg_.num_attention_heads) * cfg_.head_dim;
   const int64_t kvd = int64_t(cfg_.num_key_value_heads) * cfg_.head_dim;
   const size_t es = dtype_size(ops_.act_dtype());
-  const auto* wq = static_cast<const std::byte*>(L.q_proj.data);
-  const bool packed = L.k_proj.data == wq + size_t(qd * d) * es &&
-                      L.v_proj.data == wq + size_t((qd + kvd) * d) * es;
+  const bool packed = follows(L.k_proj, L.q_proj, es) && follows(L.v_proj, L.k_proj, es);
   kernels::GemmArgs g;
   g.trans_b = true;
   g.m = n, g.k = d;

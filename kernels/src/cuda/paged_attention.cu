@@ -248,9 +248,9 @@ __global__ void __launch_bounds__(THREADS)
 
 // Batches (decode or prefill) with enough (token, KV head) pairs to fill half the GPU: a block
 // per (token, KV head, GB of its query heads) that reads each cached K/V row once for those
-// heads, where a block per query head read it once per head. Each group of TPK lanes holds one key at a time
-// and runs the online softmax of the block's heads on it (q, state and accumulators of GB heads
-// in registers).
+// heads, where a block per query head read it once per head. Each group of TPK lanes holds one
+// key at a time and runs the online softmax of the block's heads on it (q, state and
+// accumulators of GB heads in registers).
 // Four heads a block (126 registers: two blocks per SM). H200, 0.5b (7 heads per KV head),
 // bench_decode batch 64: 1.26 ms per step (prompt 1024: 2.06) against 1.39 (2.49) with two heads
 // and 1.36 (2.50) with all seven in one block; bench_ops batch 64 ctx 1024: 41.4 us against 55.4
