@@ -45,12 +45,15 @@ __device__ __forceinline__ void store8(bf16* p, const Bf16x8& v) {
   __builtin_memcpy(&u, &v, sizeof(u));
   *reinterpret_cast<uint4*>(p) = u;
 }
+// bf16 is the top half of an fp32, so each widens with one shift or mask (exactly what
+// __bfloat1622float2 computes; it compiles to a byte permute and a multiply for the upper one).
 __device__ __forceinline__ void unpack8(const Bf16x8& v, float f[8]) {
+  uint32_t w[4];
+  __builtin_memcpy(w, &v, sizeof(w));
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    float2 t = __bfloat1622float2(v.h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
 }
 __device__ __forceinline__ Bf16x8 pack8(const float f[8]) {

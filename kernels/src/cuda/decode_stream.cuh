@@ -28,6 +28,15 @@ constexpr size_t kSlotBytes = 32 * 1024;     // one item: 2 x units x segment x 
 constexpr size_t kRingBytes = 96 * 1024;     // in flight per block; two kernels fit on an SM
 constexpr size_t kTokenBytes = 48 * 1024;    // staged tokens, M x k bf16
 constexpr int kRegChunks = 4;                // per lane, x in registers for one token
+// A load from an SM waits behind the bytes that SM already has in flight: on an H200, 132 blocks
+// exchanging a 896-value vector took 1.4 us with nothing in flight, 2.8 / 6.3 / 16 us with
+// 32 / 64 / 160 KiB of bulk copies in flight on each SM (sync.cu in
+// docs/results/2026-12-03-h200-batch1-primitives). So a stream kernel's producer issues only
+// this many items before the consumers have staged x, the rest after: a block that starts late
+// (no room on its SM until the kernel before left) would otherwise stage x behind all of its
+// copies. 0.5b batch 1: 0.614-0.616 -> 0.608-0.609 ms (one item: 0.648; one in the GEMVs only:
+// 0.622).
+constexpr int kItemsBeforeStaging = 2;
 
 __device__ __forceinline__ float round_bf(float x) { return to_f(to_bf(x)); }
 
@@ -121,23 +130,30 @@ __device__ __forceinline__ void dot_segment(float (&a)[M], float (&b)[M], const 
   }
 }
 
-// The same for one token whose chunks (first + i * step) are in registers.
+// The same for one token whose chunks (first + i * step) are in registers, zeros past the row.
+// No branch per chunk: a chunk past the row reads the row's last chunk and multiplies it by
+// those zeros (adding +-0 changes no sum), so every load is issued before the first product
+// instead of one load latency per chunk.
 __device__ __forceinline__ void dot_regs(float& a, float& b, const bf16* ra, const bf16* rb,
                                          const Bf16x8 (&xr)[kRegChunks], int chunks, int first,
                                          int step) {
+  Bf16x8 wa[kRegChunks], wb[kRegChunks];
 #pragma unroll
   for (int i = 0; i < kRegChunks; ++i) {
-    const int c = first + i * step;
-    if (c < chunks) {
-      float fa[8], fb[8], xf[8];
-      unpack8(load8(ra + c * 8), fa);
-      unpack8(load8(rb + c * 8), fb);
-      unpack8(xr[i], xf);
+    const int c = min(first + i * step, chunks - 1);
+    wa[i] = load8(ra + c * 8);
+    wb[i] = load8(rb + c * 8);
+  }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        a += fa[j] * xf[j];
-        b += fb[j] * xf[j];
-      }
+  for (int i = 0; i < kRegChunks; ++i) {
+    float fa[8], fb[8], xf[8];
+    unpack8(wa[i], fa);
+    unpack8(wb[i], fb);
+    unpack8(xr[i], xf);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      a += fa[j] * xf[j];
+      b += fb[j] * xf[j];
     }
   }
 }
@@ -206,18 +222,21 @@ struct RingPos {
 };
 
 // The producer thread: issues the block's items of one op, item j = (group j / segs, segment
-// j % segs), each into the next slot once the consumers gave it back. Counters, not divisions:
+// j % segs), each into the next slot once the consumers gave it back; with `staged`, items
+// from kItemsBeforeStaging on only once the consumers set it. Counters, not divisions:
 // this one thread issues every copy of the block. A group's row pointers are worked out once,
 // for all its segments.
 template <class Policy>
 __device__ __forceinline__ void produce_items(const Policy& pol, const Plan& pl,
                                               const BlockUnits& bu, int k, const Ring& r,
-                                              RingPos& pos) {
+                                              RingPos& pos, const volatile int* staged = nullptr) {
   const int items = bu.groups() * pl.segs, half_slot = pl.per_item * pl.seg_len;
   int seg = 0, g = 0, cnt = 0;
   const bf16* wa[kConsumerWarps];
   const bf16* wb[kConsumerWarps];
   for (int j = 0; j < items; ++j) {
+    if (staged && j == kItemsBeforeStaging)  // the rest once x is staged (kItemsBeforeStaging)
+      while (!*staged) __nanosleep(32);
     if (pos.used >= r.slots) mbar_wait(&r.empty[pos.s], pos.parity ^ 1);  // freed last round
     if (seg == 0) {
       const int ub = bu.first_unit(g);
