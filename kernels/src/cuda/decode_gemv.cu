@@ -35,15 +35,15 @@ constexpr int kGateUpBlocksPerSm = 2;
 
 // One op per kernel: the producer streams the block's items while the consumers load step
 // metadata (Policy::prologue), wait for the kernel before (pdl_wait), read what it wrote
-// (Policy::after_wait: the residual), stage x and work the items. The producer issues at most
-// kItemsBeforeStaging items before x is staged (see decode_stream.cuh).
+// (Policy::after_wait: the residual), stage x and work the items. The producer holds copies back
+// until x is staged (kItemsBeforeStaging in decode_stream.cuh).
 template <int M, class Policy>
 __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, int n, int k,
                                              const bf16* x, int64_t ldx, const bf16* norm_w,
                                              float eps) {
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ uint64_t full[kMaxSlots], empty[kMaxSlots];
-  __shared__ volatile int staged;
+  __shared__ volatile int staged[2];  // [0]: x staged, [1]: past pdl_wait
   bf16* xs = reinterpret_cast<bf16*>(smem);
   bf16* nws = reinterpret_cast<bf16*>(smem + pl.norm_off);
   float* scratch = reinterpret_cast<float*>(smem + pl.scratch_off);
@@ -54,20 +54,22 @@ __device__ __forceinline__ void stream_units(const Policy& pol, const Plan& pl, 
 
   if (threadIdx.x == 0) {
     ring.init_barriers();
-    staged = 0;
+    staged[0] = 0;
+    staged[1] = 0;
   }
   __syncthreads();
 
   if (threadIdx.x / 32 == kConsumerWarps) {
-    if (threadIdx.x % 32 == 0) produce_items(pol, pl, bu, k, ring, pos, &staged);
+    if (threadIdx.x % 32 == 0) produce_items(pol, pl, bu, k, ring, pos, staged);
     return;
   }
   pol.prologue(bu, n, scratch);
   if (norm_w) load_norm(nws, norm_w, k);
   pdl_wait();  // from here on: what the kernel before wrote
+  if (threadIdx.x == 0) staged[1] = 1;
   pol.after_wait(bu, n, scratch);
   stage_tokens<M>(xs, nws, x, ldx, n, k, norm_w != nullptr, eps);
-  if (threadIdx.x == 0) staged = 1;
+  if (threadIdx.x == 0) staged[0] = 1;
   consume_items<M>(pol, pl, bu, n, k, xs, ring, pos, scratch);
 }
 

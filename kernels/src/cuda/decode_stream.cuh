@@ -31,12 +31,15 @@ constexpr int kRegChunks = 4;                // per lane, x in registers for one
 // A load from an SM waits behind the bytes that SM already has in flight: on an H200, 132 blocks
 // exchanging a 896-value vector took 1.4 us with nothing in flight, 2.8 / 6.3 / 16 us with
 // 32 / 64 / 160 KiB of bulk copies in flight on each SM (sync.cu in
-// docs/results/2026-12-03-h200-batch1-primitives). So a stream kernel's producer issues only
-// this many items before the consumers have staged x, the rest after: a block that starts late
-// (no room on its SM until the kernel before left) would otherwise stage x behind all of its
-// copies. 0.5b batch 1: 0.614-0.616 -> 0.608-0.609 ms (one item: 0.648; one in the GEMVs only:
-// 0.622).
+// docs/results/2026-12-03-h200-batch1-primitives). So a stream kernel's producer holds back
+// copies until the consumers have staged x: a block that starts late (no room on its SM until
+// the kernel before left) would otherwise stage x behind all of them. One token: at most this
+// many items before staging (0.5b batch 1: 0.614-0.616 -> 0.608-0.610 ms; one item: 0.648;
+// holding from pdl_wait on instead: 0.615-0.623). Several tokens (Plan::stage_when_waited):
+// nothing new once the consumers are past pdl_wait (batch 8: 1.20-1.21 -> 1.18-1.19 ms, measured
+// at 8; 2 and 4 tokens take the same rule unmeasured).
 constexpr int kItemsBeforeStaging = 2;
+
 
 __device__ __forceinline__ float round_bf(float x) { return to_f(to_bf(x)); }
 
@@ -51,6 +54,7 @@ struct Plan {
   int segs, seg_len;     // k in segs segments of seg_len (the last may be shorter)
   int slots;             // ring slots
   int norm_off, ring_off, scratch_off;  // byte offsets into dynamic shared memory
+  bool stage_when_waited;  // see kItemsBeforeStaging
 };
 
 // xs[m, :] = x[m, :] (no norm) or rmsnorm(x[m, :]) * norm_w rounded to bf16 for m < n; zeros
@@ -222,8 +226,9 @@ struct RingPos {
 };
 
 // The producer thread: issues the block's items of one op, item j = (group j / segs, segment
-// j % segs), each into the next slot once the consumers gave it back; with `staged`, items
-// from kItemsBeforeStaging on only once the consumers set it. Counters, not divisions:
+// j % segs), each into the next slot once the consumers gave it back. With `staged` (flags the
+// consumers set: [0] x staged, [1] past pdl_wait) it holds copies back until x is staged, as
+// kItemsBeforeStaging says. Counters, not divisions:
 // this one thread issues every copy of the block. A group's row pointers are worked out once,
 // for all its segments.
 template <class Policy>
@@ -235,8 +240,8 @@ __device__ __forceinline__ void produce_items(const Policy& pol, const Plan& pl,
   const bf16* wa[kConsumerWarps];
   const bf16* wb[kConsumerWarps];
   for (int j = 0; j < items; ++j) {
-    if (staged && j == kItemsBeforeStaging)  // the rest once x is staged (kItemsBeforeStaging)
-      while (!*staged) __nanosleep(32);
+    if (staged && (pl.stage_when_waited ? staged[1] != 0 : j == kItemsBeforeStaging))
+      while (!staged[0]) __nanosleep(32);
     if (pos.used >= r.slots) mbar_wait(&r.empty[pos.s], pos.parity ^ 1);  // freed last round
     if (seg == 0) {
       const int ub = bu.first_unit(g);
@@ -495,6 +500,7 @@ Plan make_plan(int64_t units, int64_t k, int M, bool norm, int sms, size_t scrat
                size_t scratch_per_unit, unsigned& blocks, size_t& smem) {
   Plan p{};
   p.units = int(units);
+  p.stage_when_waited = M > 1;
   blocks = unsigned(std::clamp<int64_t>(units, 1, std::max(1, sms)));
   const int64_t per_block = (units + blocks - 1) / blocks;
   p.per_item = 1;
