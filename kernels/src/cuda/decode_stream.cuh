@@ -40,7 +40,6 @@ constexpr int kRegChunks = 4;                // per lane, x in registers for one
 // at 8; 2 and 4 tokens take the same rule unmeasured).
 constexpr int kItemsBeforeStaging = 2;
 
-
 __device__ __forceinline__ float round_bf(float x) { return to_f(to_bf(x)); }
 
 __device__ __forceinline__ void consumers_sync() {
@@ -136,8 +135,8 @@ __device__ __forceinline__ void dot_segment(float (&a)[M], float (&b)[M], const 
 
 // The same for one token whose chunks (first + i * step) are in registers, zeros past the row.
 // No branch per chunk: a chunk past the row reads the row's last chunk and multiplies it by
-// those zeros (adding +-0 changes no sum), so every load is issued before the first product
-// instead of one load latency per chunk.
+// those zeros (with finite weights that adds +-0, which changes no sum), so every load is issued
+// before the first product instead of one load latency per chunk.
 __device__ __forceinline__ void dot_regs(float& a, float& b, const bf16* ra, const bf16* rb,
                                          const Bf16x8 (&xr)[kRegChunks], int chunks, int first,
                                          int step) {
