@@ -16,10 +16,12 @@
 // Every block is resident at once (one block per SM, grid = SMs), so the spin cannot wait for
 // a block that never runs. The last block to finish zeroes the counters for the next launch.
 // What another block wrote is read through L2 (load8_cg, __ldcg).
-// Measured on an H200 (docs/results/2026-12-02-h200-decode-layers): correct, but slower than
-// the same ops as separate kernels (0.5b, 24 layers, 1 token: ~730 vs ~560 us); the five
-// barriers per layer cost ~11 us of its ~30. So the model uses it only when asked
-// (SIESTA_DECODE_LAYERS=1); SIESTA_DECODE_LAYERS_TRACE=1 prints the breakdown.
+// Measured on an H200 (docs/results/2026-12-02-h200-decode-layers, and
+// docs/results/2026-12-03-h200-batch1-primitives for today's figures): correct, but slower than
+// the same ops as separate kernels (0.5b, 24 layers, 1 token: 669 vs 518 us); the five
+// barriers per layer cost ~11 us of its ~28, and each exchange slows with the weight copies in
+// flight on its SM. So the model uses it only when asked (SIESTA_DECODE_LAYERS=1);
+// SIESTA_DECODE_LAYERS_TRACE=1 prints the breakdown.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
