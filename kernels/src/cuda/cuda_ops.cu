@@ -174,12 +174,8 @@ void CudaOps::copy_host_buffer_to_device_queued(void* dst, const void* src, size
   // after the previous draw): on an H200, batch 8 / 64 decode steps 1.30 -> 1.25 / 1.88 ->
   // 1.72 ms. A batch of one sequence measured slower that way; up to 64 words (one or two
   // sequences; two were not measured) the launch stays plain.
-  if (hopper_ && words > 64 && step_input_pdl_enabled()) {
-    launch_pdl(copy_words_kernel, grid, dim3(256), 0, stream_, d, sp, words);
-  } else {
-    copy_words_kernel<<<grid, 256, 0, stream_>>>(d, sp, words);
-    SIESTA_CUDA_LAUNCH_CHECK();
-  }
+  launch_pdl_if(hopper_ && words > 64 && step_input_pdl_enabled(), copy_words_kernel, grid,
+                dim3(256), 0, stream_, d, sp, words);
 }
 
 void CudaOps::copy_on_device(void* dst, const void* src, size_t bytes) {

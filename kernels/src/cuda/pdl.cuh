@@ -52,11 +52,12 @@ inline bool step_input_pdl_enabled() {
   return on;
 }
 
+// The launch behind the helpers below: PDL where with_pdl (and SIESTA_PDL allows it), and
 // cluster_x > 1 also groups the blocks in clusters of cluster_x along x (Hopper thread block
 // clusters: co-scheduled, with each other's shared memory and a cluster-wide barrier).
 template <class... KernelArgs, class... Args>
-void launch_pdl_cluster(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                        cudaStream_t stream, unsigned cluster_x, Args&&... args) {
+void launch_kernel_ex(bool with_pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                      size_t smem, cudaStream_t stream, unsigned cluster_x, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -64,7 +65,7 @@ void launch_pdl_cluster(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, si
   cfg.stream = stream;
   cudaLaunchAttribute attr[2];
   unsigned n = 0;
-  if (pdl_enabled()) {
+  if (with_pdl && pdl_enabled()) {
     attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[n++].val.programmaticStreamSerializationAllowed = 1;
   }
@@ -78,9 +79,25 @@ void launch_pdl_cluster(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, si
 }
 
 template <class... KernelArgs, class... Args>
+void launch_pdl_cluster(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                        cudaStream_t stream, unsigned cluster_x, Args&&... args) {
+  launch_kernel_ex(true, kernel, grid, block, smem, stream, cluster_x,
+                   std::forward<Args>(args)...);
+}
+
+template <class... KernelArgs, class... Args>
 void launch_pdl(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
                 cudaStream_t stream, Args&&... args) {
-  launch_pdl_cluster(kernel, grid, block, smem, stream, 1u, std::forward<Args>(args)...);
+  launch_kernel_ex(true, kernel, grid, block, smem, stream, 1u, std::forward<Args>(args)...);
+}
+
+// PDL only where with_pdl (a Hopper GPU, a shape where it was measured to pay); otherwise the
+// ordinary launch, where the kernel's pdl_wait returns at once.
+template <class... KernelArgs, class... Args>
+void launch_pdl_if(bool with_pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                   size_t smem, cudaStream_t stream, Args&&... args) {
+  launch_kernel_ex(with_pdl, kernel, grid, block, smem, stream, 1u,
+                   std::forward<Args>(args)...);
 }
 
 }  // namespace siesta::kernels::cuda

@@ -130,13 +130,8 @@ void CudaOps::rmsnorm_forward(void* out, float* rstd_f32, const void* x, const v
   auto* wp = static_cast<const bf16*>(w);
   const bool vec = d % 8 == 0 && aligned16(out) && aligned16(x) && aligned16(w);
   auto kernel = vec ? rmsnorm_forward_kernel<true> : rmsnorm_forward_kernel<false>;
-  if (hopper_) {
-    launch_pdl(kernel, dim3(grid), dim3(32 * kRowsPerBlock), 0, stream_, o, rstd_f32, xp, wp, n, d,
-               eps);
-  } else {
-    kernel<<<grid, 32 * kRowsPerBlock, 0, stream_>>>(o, rstd_f32, xp, wp, n, d, eps);
-    SIESTA_CUDA_LAUNCH_CHECK();
-  }
+  launch_pdl_if(hopper_, kernel, dim3(grid), dim3(32 * kRowsPerBlock), 0, stream_, o, rstd_f32,
+                xp, wp, n, d, eps);
 }
 
 void CudaOps::rmsnorm_backward(void* dx, float* dw_f32, const void* dout, const void* x,

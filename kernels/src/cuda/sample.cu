@@ -332,12 +332,8 @@ void CudaOps::copy_sampled_tokens(int slot_index, int32_t* dst, int64_t n) {
   const dim3 grid(unsigned(std::min<int64_t>((n + 255) / 256, 1024)));
   const auto* res = static_cast<const RowResult*>(slot.d_results);
   // PDL as for the metadata copy before it (cuda_ops.cu), and likewise not for one row.
-  if (hopper_ && n > 1 && step_input_pdl_enabled()) {
-    launch_pdl(copy_tokens_kernel, grid, dim3(256), 0, stream_, dst, res, n);
-  } else {
-    copy_tokens_kernel<<<grid, 256, 0, stream_>>>(dst, res, n);
-    SIESTA_CUDA_LAUNCH_CHECK();
-  }
+  launch_pdl_if(hopper_ && n > 1 && step_input_pdl_enabled(), copy_tokens_kernel, grid,
+                dim3(256), 0, stream_, dst, res, n);
 }
 
 }  // namespace siesta::kernels::cuda
