@@ -55,7 +55,9 @@ std::unique_ptr<CudaGraphs> CudaGraphs::capture(ModelRunner& r, int max_batch) {
     r.stage({}, nullptr, L, B);   // padding rows: valid metadata, nothing stored
     kernels::PagedBatch b = r.batch_view(L, B, B, 1, r.limits_.max_model_len);
     const int32_t* tokens = r.meta_dev_ + L.tokens;
-    const int32_t* rows = r.meta_dev_ + L.rows;
+    // A graph serves decode-only batches, whose logits rows are the tokens in order: no row
+    // gather (one kernel less per step).
+    const int32_t* rows = nullptr;
     // One eager run first: cuBLAS picks its algorithms and any lazy setup happens outside
     // the capture.
     r.model_->forward(tokens, b, rows, B, r.logits_);

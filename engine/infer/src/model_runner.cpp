@@ -183,7 +183,9 @@ ModelRunner::Launch ModelRunner::launch(const std::vector<Sequence*>& seqs,
     stage(seqs, &blocks, L, n_seqs, l.slot);
     if (inputs_from) ops_.copy_sampled_tokens(inputs_from->slot, meta_dev_ + L.tokens, n_seqs);
     kernels::PagedBatch b = batch_view(L, n_seqs, n_tokens, max_q, max_ctx);
-    model_->forward(meta_dev_ + L.tokens, b, meta_dev_ + L.rows, n_seqs, logits_);
+    // Decode-only: one token and one logits row per sequence, in order (no row gather).
+    model_->forward(meta_dev_ + L.tokens, b, decode_only ? nullptr : meta_dev_ + L.rows, n_seqs,
+                    logits_);
     if (n_rows > n_seqs) expand_rows(fanout);
   }
   launched_at_ = std::chrono::steady_clock::now();
