@@ -1,12 +1,13 @@
 // Inference attention over the paged KV cache (vLLM layout [num_blocks, block_size, n_kv_heads,
 // head_dim]): kv_cache_write scatters new K/V rows to their slots (qkv_bias_rope_cache does so
-// after the biases and rope, from the packed rows of the q/k/v GEMM); paged_attention runs one
-// thread block per (new token, query head) with an online softmax over the sequence's cached
-// tokens at positions <= the token's own. Serves decode (q_len 1) and prefill alike. A decode
-// batch with too few (token, head) pairs to fill half the GPU runs in parts instead on Hopper
-// (attention_parts.cuh): a block per (token, head, part), a cluster per (token, head). A batch
-// whose (token, KV head) pairs fill half the GPU runs a block per (token, KV head, four of its
-// query heads), which reads each K/V row once for those heads (the GQA kernel below).
+// after the biases and rope, from the packed rows of the q/k/v GEMM); paged_attention runs an
+// online softmax over the sequence's cached tokens at positions <= the token's own, for decode
+// (q_len 1) and prefill alike, in one kernel (paged_attention_kernel) with a thread block per
+// (new token, query head), or per (new token, KV head, four of its query heads) where the
+// batch's (token, KV head) pairs fill half the GPU: that block reads each K/V row once for its
+// heads. A decode batch with too few (token, head) pairs to fill half the GPU runs in parts
+// instead on Hopper (attention_parts.cuh): a block per (token, head, part), a cluster per
+// (token, head).
 //
 // Inside a block, groups of TPK threads each own one key at a time (kKeysPerTrip in flight),
 // every thread holding 8 consecutive head-dim elements (one 16-byte load of K and of V per
@@ -166,48 +167,52 @@ __device__ __forceinline__ void load_trip(float (&kf)[kKeysPerTrip][8],
   }
 }
 
-template <int TPK, int THREADS>
-__global__ void __launch_bounds__(THREADS)
+// A block per (token, KV head, up to GB of that KV head's query heads): each group of TPK lanes
+// holds one key at a time and runs the online softmax of the block's heads on it (q, state and
+// accumulators of GB heads in registers), so a cached K/V row is read once for those heads.
+// GB = 1 is a block per query head, for any head_dim up to 256 (lanes past head_dim hold
+// zeros). The groups' states merge within a warp by shuffles, then across warps through shared
+// memory.
+template <int TPK, int THREADS, int GB>
+__global__ void __launch_bounds__(THREADS, GB > 1 ? 2 : 1)
     paged_attention_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
                            const bf16* __restrict__ kc, const bf16* __restrict__ vc,
                            const int32_t* __restrict__ q_start,
                            const int32_t* __restrict__ context_len,
                            const int32_t* __restrict__ block_table, int max_blocks_per_seq,
-                           int block_size, int num_seqs, int n_heads, int n_kv_heads,
-                           int head_dim, float scale) {
-  constexpr int kGroupsPerWarp = 32 / TPK;
-  constexpr int kGroups = THREADS / TPK;
-  constexpr int kWarps = THREADS / 32;
-  __shared__ float sm_m[kWarps], sm_l[kWarps];
-  __shared__ float sm_acc[kWarps * TPK * 8];
+                           int block_size, int num_seqs, int n_kv_heads, int group, int head_dim_,
+                           float scale) {
+  constexpr int kWarps = THREADS / 32, kGroupsPerWarp = 32 / TPK, kGroups = THREADS / TPK;
+  // Several heads a block: head_dim is exactly TPK * 8, known at compile time (as a runtime
+  // value it made the batch-64 decode attention 4-5% slower on an H200).
+  const int head_dim = GB > 1 ? TPK * 8 : head_dim_;
+  __shared__ float sm_m[kWarps][GB], sm_l[kWarps][GB];
+  __shared__ float sm_acc[kWarps][GB][TPK * 8];
   __shared__ int32_t sm_table[kTableSmem];
   // Launched with PDL between the decode GEMV kernels: everything below reads their output.
   pdl_launch_dependents();
   pdl_wait();
 
-  // Heads of one token are adjacent blocks, so the query heads sharing a KV head read it
-  // through L2 at about the same time.
-  const int h = int(blockIdx.x % unsigned(n_heads)), t = int(blockIdx.x / unsigned(n_heads));
-  const int hk = h / (n_heads / n_kv_heads);
+  // The query heads of one KV head are adjacent blocks (GB = 1: the heads of one token are), so
+  // the blocks that share a K/V row read it through L2 at about the same time.
+  const int per_pair = (group + GB - 1) / GB, sub = int(blockIdx.x % unsigned(per_pair));
+  const int pair = int(blockIdx.x / unsigned(per_pair));
+  const int hk = pair % n_kv_heads, t = pair / n_kv_heads;
+  const int H = n_kv_heads * group, h0 = hk * group + sub * GB, nh = min(GB, group - sub * GB);
   const KeyWalk w = key_walk<THREADS>(t, q_start, context_len, block_table, max_blocks_per_seq,
                                       block_size, num_seqs, sm_table);
-
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gw = lane / TPK, lig = lane % TPK;  // group within warp, lane within group
-  const int d0 = lig * 8;
+  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;  // group within warp, lane within
   const bool active = d0 < head_dim;
-  float qv[8], acc[8];
+  float qv[GB][8], acc[GB][8], m[GB], l[GB];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-  if (active) {
-    unpack8(load8(q + (int64_t(t) * n_heads + h) * head_dim + d0), qv);
+  for (int h = 0; h < GB; ++h) {
+    const bool mine = h < nh && active;
+    if (mine) unpack8(load8(q + (int64_t(t) * H + h0 + h) * head_dim + d0), qv[h]);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) qv[i] *= scale;
-  } else {
-#pragma unroll
-    for (int i = 0; i < 8; ++i) qv[i] = 0.f;
+    for (int i = 0; i < 8; ++i) qv[h][i] = mine ? qv[h][i] * scale : 0.f, acc[h][i] = 0.f;
+    m[h] = -INFINITY, l[h] = 0.f;
   }
-  float m = -INFINITY, l = 0.f;
   const int64_t kv_row = int64_t(n_kv_heads) * head_dim;
   // kKeysPerTrip keys per group per trip, all loaded before any is used: the walk over a
   // short decode context is bound by load latency, not bandwidth.
@@ -217,85 +222,6 @@ __global__ void __launch_bounds__(THREADS)
     bool valid[kKeysPerTrip];
     load_trip(kf, vf, valid, w, base + gw, kGroups, active, block_size, kv_row,
               int64_t(hk) * head_dim + d0, kc, vc);
-#pragma unroll
-    for (int r = 0; r < kKeysPerTrip; ++r) attend_key<TPK>(m, l, acc, qv, kf[r], vf[r], valid[r]);
-  }
-  // Merge the groups of a warp, then the warps through shared memory.
-  merge_warp_groups<TPK>(m, l, acc);
-  if (gw == 0) {
-    if (lig == 0) {
-      sm_m[warp] = m;
-      sm_l[warp] = l;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) sm_acc[(warp * TPK + lig) * 8 + i] = acc[i];
-  }
-  __syncthreads();
-  float M = -INFINITY;
-  for (int i = 0; i < kWarps; ++i) M = fmaxf(M, sm_m[i]);
-  float L = 0.f;
-  for (int i = 0; i < kWarps; ++i)
-    if (sm_l[i] > 0.f) L += sm_l[i] * __expf(sm_m[i] - M);
-  const float inv_l = 1.f / L;
-  bf16* o = out + (int64_t(t) * n_heads + h) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += THREADS) {
-    float r = 0.f;
-    for (int i = 0; i < kWarps; ++i)
-      if (sm_l[i] > 0.f) r += sm_acc[i * TPK * 8 + d] * __expf(sm_m[i] - M);
-    o[d] = to_bf(r * inv_l);
-  }
-}
-
-// Batches (decode or prefill) with enough (token, KV head) pairs to fill half the GPU: a block
-// per (token, KV head, GB of its query heads) that reads each cached K/V row once for those
-// heads, where a block per query head read it once per head. Each group of TPK lanes holds one
-// key at a time and runs the online softmax of the block's heads on it (q, state and
-// accumulators of GB heads in registers).
-// Four heads a block (126 registers: two blocks per SM). H200, 0.5b (7 heads per KV head),
-// bench_decode batch 64: 1.26 ms per step (prompt 1024: 2.06) against 1.39 (2.49) with two heads
-// and 1.36 (2.50) with all seven in one block; bench_ops batch 64 ctx 1024: 41.4 us against 55.4
-// and 53.5.
-constexpr int kGqaThreads = 256, kGqaHeadsPerBlock = 4;
-
-template <int TPK, int GB>
-__global__ void __launch_bounds__(kGqaThreads)
-    paged_attention_gqa_kernel(bf16* __restrict__ out, const bf16* __restrict__ q,
-                               const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-                               const int32_t* __restrict__ q_start,
-                               const int32_t* __restrict__ context_len,
-                               const int32_t* __restrict__ block_table, int max_blocks_per_seq,
-                               int block_size, int num_seqs, int n_kv_heads, int group,
-                               float scale) {
-  constexpr int hd = TPK * 8, kWarps = kGqaThreads / 32;
-  constexpr int kGroupsPerWarp = 32 / TPK, kGroups = kGqaThreads / TPK;
-  __shared__ float sm_m[kWarps][GB], sm_l[kWarps][GB];
-  __shared__ float sm_acc[kWarps][GB][hd];
-  __shared__ int32_t sm_table[kTableSmem];
-  pdl_launch_dependents();
-  pdl_wait();
-
-  const int per_pair = (group + GB - 1) / GB, sub = int(blockIdx.x % unsigned(per_pair));
-  const int pair = int(blockIdx.x / unsigned(per_pair));
-  const int hk = pair % n_kv_heads, t = pair / n_kv_heads;
-  const int H = n_kv_heads * group, h0 = hk * group + sub * GB, nh = min(GB, group - sub * GB);
-  const KeyWalk w = key_walk<kGqaThreads>(t, q_start, context_len, block_table,
-                                          max_blocks_per_seq, block_size, num_seqs, sm_table);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
-  float qv[GB][8], acc[GB][8], m[GB], l[GB];
-#pragma unroll
-  for (int h = 0; h < GB; ++h) {
-    if (h < nh) unpack8(load8(q + (int64_t(t) * H + h0 + h) * hd + d0), qv[h]);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) qv[h][i] = h < nh ? qv[h][i] * scale : 0.f, acc[h][i] = 0.f;
-    m[h] = -INFINITY, l[h] = 0.f;
-  }
-  const int64_t kv_row = int64_t(n_kv_heads) * hd;
-  for (int base = warp * kGroupsPerWarp; base < w.n_keys; base += kKeysPerTrip * kGroups) {
-    float kf[kKeysPerTrip][8], vf[kKeysPerTrip][8];
-    bool valid[kKeysPerTrip];
-    load_trip(kf, vf, valid, w, base + gw, kGroups, true, block_size, kv_row,
-              int64_t(hk) * hd + d0, kc, vc);
 #pragma unroll
     for (int r = 0; r < kKeysPerTrip; ++r)
 #pragma unroll
@@ -313,41 +239,50 @@ __global__ void __launch_bounds__(kGqaThreads)
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < nh * hd; idx += kGqaThreads) {
-    const int h = idx / hd, d = idx % hd;
+  for (int idx = threadIdx.x; idx < nh * TPK * 8; idx += THREADS) {
+    const int h = idx / (TPK * 8), d = idx % (TPK * 8);
+    if (d >= head_dim) continue;
     float M = -INFINITY;
-    for (int w = 0; w < kWarps; ++w)
-      if (sm_l[w][h] > 0.f) M = fmaxf(M, sm_m[w][h]);
+    for (int i = 0; i < kWarps; ++i)
+      if (sm_l[i][h] > 0.f) M = fmaxf(M, sm_m[i][h]);
     float L = 0.f, r = 0.f;
-    for (int w = 0; w < kWarps; ++w)
-      if (sm_l[w][h] > 0.f) {
-        const float e = __expf(sm_m[w][h] - M);
-        L += sm_l[w][h] * e;
-        r += sm_acc[w][h][d] * e;
+    for (int i = 0; i < kWarps; ++i)
+      if (sm_l[i][h] > 0.f) {
+        const float e = __expf(sm_m[i][h] - M);
+        L += sm_l[i][h] * e;
+        r += sm_acc[i][h][d] * e;
       }
-    out[(int64_t(t) * H + h0 + h) * hd + d] = to_bf(r / L);
+    out[(int64_t(t) * H + h0 + h) * head_dim + d] = to_bf(r / L);
   }
 }
 
-template <int TPK, int GB>
-void launch_gqa(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
-                const AttnShape& s) {
+// Batches (decode or prefill) with enough (token, KV head) pairs to fill half the GPU take four
+// query heads a block (at most 128 registers: two blocks per SM). H200, 0.5b (7 heads per KV
+// head), bench_decode batch 64: 1.26 ms per step (prompt 1024: 2.06) against 1.39 (2.49) with
+// two heads and 1.36 (2.50) with all seven in one block; bench_ops batch 64 ctx 1024: 41.4 us
+// against 55.4 and 53.5.
+constexpr int kGqaThreads = 256, kGqaHeadsPerBlock = 4;
+
+template <int TPK, int THREADS, int GB>
+void launch_heads(cudaStream_t st, void* out, const void* q, const PagedKv& c, const PagedBatch& b,
+                  const AttnShape& s) {
   const int group = s.n_heads / s.n_kv_heads, per_pair = (group + GB - 1) / GB;
-  launch_pdl(paged_attention_gqa_kernel<TPK, GB>,
-             dim3(unsigned(b.num_tokens * s.n_kv_heads * per_pair)), dim3(kGqaThreads), 0, st,
+  launch_pdl(paged_attention_kernel<TPK, THREADS, GB>,
+             dim3(unsigned(b.num_tokens * s.n_kv_heads * per_pair)), dim3(THREADS), 0, st,
              static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
              static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
-             b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_kv_heads, group, s.scale);
+             b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_kv_heads, group, s.head_dim,
+             s.scale);
 }
 
-// The GQA kernel for this shape, if it has one: head_dim 64 or 128, 2 to 8 query heads per KV
-// head (the presets have 2 and 7).
+// Four heads a block, for the shapes that take it: head_dim 64 or 128, 2 to 8 query heads per
+// KV head (the presets have 2 and 7).
 template <int TPK>
 bool launch_gqa_for(cudaStream_t st, void* out, const void* q, const PagedKv& c,
                     const PagedBatch& b, const AttnShape& s) {
   const int group = s.n_heads / s.n_kv_heads;
   if (group < 2 || group > 8) return false;
-  launch_gqa<TPK, kGqaHeadsPerBlock>(st, out, q, c, b, s);
+  launch_heads<TPK, kGqaThreads, kGqaHeadsPerBlock>(st, out, q, c, b, s);
   return true;
 }
 
@@ -392,21 +327,18 @@ void launch_parts(cudaStream_t st, void* out, const void* q, const PagedKv& c, c
                      unsigned(parts), static_cast<bf16*>(out), a);
 }
 
+// A block per query head; decode batches too small to fill the GPU take wide blocks.
 template <int TPK>
 void launch_paged(cudaStream_t st, int sms, void* out, const void* q, const PagedKv& c,
                   const PagedBatch& b, const AttnShape& s) {
   const unsigned grid = unsigned(s.n_heads) * unsigned(b.num_tokens);
-  const bool wide = b.max_q_len == 1 && grid < unsigned(2 * sms);
-  auto kernel = wide ? paged_attention_kernel<TPK, kDecodeThreads>
-                     : paged_attention_kernel<TPK, kThreads>;
-  launch_pdl(kernel, dim3(grid), dim3(wide ? kDecodeThreads : kThreads), 0, st,
-             static_cast<bf16*>(out), static_cast<const bf16*>(q), static_cast<const bf16*>(c.k),
-             static_cast<const bf16*>(c.v), b.q_start, b.context_len, b.block_table,
-             b.max_blocks_per_seq, c.block_size, b.num_seqs, s.n_heads, s.n_kv_heads, s.head_dim,
-             s.scale);
+  if (b.max_q_len == 1 && grid < unsigned(2 * sms))
+    launch_heads<TPK, kDecodeThreads, 1>(st, out, q, c, b, s);
+  else
+    launch_heads<TPK, kThreads, 1>(st, out, q, c, b, s);
 }
 
-// SIESTA_ATTENTION_GQA=0: a block per query head where the GQA kernel would run (to compare).
+// SIESTA_ATTENTION_GQA=0: a block per query head where four heads a block would run (to compare).
 bool gqa_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("SIESTA_ATTENTION_GQA");
