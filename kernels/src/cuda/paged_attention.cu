@@ -202,7 +202,8 @@ __global__ void __launch_bounds__(THREADS, GB > 1 ? 2 : 1)
   const KeyWalk w = key_walk<THREADS>(t, q_start, context_len, block_table, max_blocks_per_seq,
                                       block_size, num_seqs, sm_table);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;  // group within warp, lane within
+  // gw: the lane's group within its warp; lig: the lane within its group.
+  const int gw = lane / TPK, lig = lane % TPK, d0 = lig * 8;
   const bool active = d0 < head_dim;
   float qv[GB][8], acc[GB][8], m[GB], l[GB];
 #pragma unroll
