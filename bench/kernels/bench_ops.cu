@@ -237,7 +237,8 @@ int main(int argc, char** argv) {
     }
     // Paged decode attention, 0.5b heads (14 query, 2 KV, head_dim 64), block size 16.
     struct Decode { int batch, ctx; };
-    for (Decode dc : {Decode{1, 256}, Decode{1, 1024}, Decode{64, 256}, Decode{64, 1024}, Decode{8, 8192}}) {
+    for (Decode dc : {Decode{1, 256}, Decode{1, 1024}, Decode{64, 256}, Decode{64, 1024},
+                      Decode{8, 8192}}) {
       const int H = 14, Hk = 2, hd = 64, bs = 16;
       const int blocks_per_seq = (dc.ctx + bs - 1) / bs, num_blocks = dc.batch * blocks_per_seq;
       const size_t kv_elems = size_t(num_blocks) * bs * Hk * hd;

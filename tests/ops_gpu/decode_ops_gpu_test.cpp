@@ -166,8 +166,8 @@ TEST_F(OpsGpu, GreedySamplingOfOneLongRowAcrossSlices) {
 }
 
 // The one-kernel tail of the q/k/v projections (prefill and large decode batches) against the
-// ops it replaces, bit for bit: add_bias, rope on q and k, kv_cache_write on separate q, k, v. A padding token
-// (slot -1) stores nothing; the other slots stay poisoned.
+// ops it replaces, bit for bit: add_bias, rope on q and k, kv_cache_write on separate q, k, v.
+// A padding token (slot -1) stores nothing; the other slots stay poisoned.
 TEST_F(OpsGpu, QkvBiasRopeCacheIsTheOpSequenceBitForBit) {
   SIESTA_TRACE_SEED();
   struct Shape { int H, Hk, hd; };
@@ -224,9 +224,12 @@ TEST_F(OpsGpu, QkvBiasRopeCacheIsTheOpSequenceBitForBit) {
           if (std::memcmp(&a[i], &c[i], sizeof(float)) != 0) return false;
         return true;
       };
-      EXPECT_TRUE(same_bits(download_bf16(*ops, q2, Q.size()), download_bf16(*ops, *q1, Q.size())));
-      EXPECT_TRUE(same_bits(download_bf16(*ops, kc2, cache_elems), download_bf16(*ops, kc1, cache_elems)));
-      EXPECT_TRUE(same_bits(download_bf16(*ops, vc2, cache_elems), download_bf16(*ops, vc1, cache_elems)));
+      EXPECT_TRUE(
+          same_bits(download_bf16(*ops, q2, Q.size()), download_bf16(*ops, *q1, Q.size())));
+      EXPECT_TRUE(same_bits(download_bf16(*ops, kc2, cache_elems),
+                            download_bf16(*ops, kc1, cache_elems)));
+      EXPECT_TRUE(same_bits(download_bf16(*ops, vc2, cache_elems),
+                            download_bf16(*ops, vc1, cache_elems)));
       EXPECT_TRUE(same_bits(download_bf16(*ops, *qkv, QKV.size()), QKV)) << "qkv is only read";
     }
 }
